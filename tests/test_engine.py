@@ -1,0 +1,140 @@
+"""The Python API (Engine.apply, render) with the cheap embedder stand-in."""
+
+import json
+
+import jsonschema
+import numpy as np
+import pytest
+
+from doubles import SpectralTestEmbedder
+from text2fx import render as rendering
+from text2fx.engine import Engine, render
+from text2fx.errors import InputError
+from text2fx.result import schema
+
+FAST = dict(steps=3, restarts=2, excerpts=2)
+
+
+def tone(sr=16000, seconds=1.5, channels=2, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)
+    return np.stack([x * (1 - 0.2 * c) for c in range(channels)]).astype(np.float32)
+
+
+@pytest.fixture
+def engine():
+    return Engine(SpectralTestEmbedder(sample_rate=16000, window_seconds=1.0))
+
+
+@pytest.mark.parametrize("sr", [8000, 44100, 192000])
+@pytest.mark.parametrize("channels", [1, 2, 8])
+def test_apply_keeps_format(engine, sr, channels):
+    audio = tone(sr, 1.2, channels)
+    r = engine.apply(audio, sr, "bright", chain="eq,reverb", **FAST)
+    assert r.audio.shape == audio.shape and r.audio.dtype == np.float32
+    assert r.sample_rate == sr
+    assert np.isfinite(r.audio).all() and np.abs(r.audio).max() <= 10 ** (-1 / 20) + 1e-6
+    assert [e["type"] for e in r.params["effects"]] == ["eq", "reverb"]
+    assert len(r.history) == r.optimization["steps_run"] <= 3
+
+
+def test_report_is_valid_and_render_reproduces_output(engine):
+    audio = tone(seconds=2.5)
+    r = engine.apply(audio, 16000, "warm and bright", chain="eq,reverb", **FAST)
+    report = json.loads(json.dumps(r.report()))
+    jsonschema.validate(report, schema())
+    assert report["prompt"] == "warm and bright" and report["text"] == "this sound is warm and bright"
+    assert report["optimization"]["excerpts_s"] == sorted(report["optimization"]["excerpts_s"])
+    assert len(report["optimization"]["excerpts_s"]) == 2
+    again = render(audio, 16000, report)
+    assert np.abs(again - r.audio).max() < 1e-4
+    # the bare chain part works too
+    assert np.abs(render(audio, 16000, report["chain"]) - r.audio).max() < 1e-4
+
+
+def test_level_policy_never_clips(engine):
+    loud = np.clip(tone(channels=1) * 4, -1, 1)
+    r = engine.apply(loud, 16000, "loud", chain="eq", **FAST)
+    assert np.abs(r.audio).max() <= 10 ** (-1 / 20) + 1e-6
+    assert r.output_gain_db <= 0
+
+
+def test_several_inputs_and_prompts_in_one_call(engine):
+    a, b = tone(seed=1), tone(seed=2, sr=16000, seconds=1.1)
+    results = engine.apply([a, b], 16000, ["bright", "dark", "airy"], chain="eq", **FAST)
+    assert [(r.input["frames"], r.prompt) for r in results] == [
+        (a.shape[1], "bright"), (a.shape[1], "dark"), (a.shape[1], "airy"),
+        (b.shape[1], "bright"), (b.shape[1], "dark"), (b.shape[1], "airy"),
+    ]
+    # every text (prompt and anchor) encoded once, in one call
+    assert len(engine.embedder.text_calls) == 1 and len(engine.embedder.text_calls[0]) == 6
+
+
+def test_mixed_formats_are_grouped(engine):
+    results = engine.apply([tone(16000, channels=1), tone(22050, channels=2)], [16000, 22050], "bright",
+                           chain="eq", **FAST)
+    assert [r.audio.shape[0] for r in results] == [1, 2]
+    assert [r.sample_rate for r in results] == [16000, 22050]
+
+
+def test_seed_reproducible(engine):
+    audio = tone()
+    r1 = engine.apply(audio, 16000, "bright", chain="eq,reverb", seed=3, **FAST)
+    r2 = engine.apply(audio, 16000, "bright", chain="eq,reverb", seed=3, **FAST)
+    assert r1.params == r2.params and np.array_equal(r1.audio, r2.audio)
+
+
+def test_paper_preset_settings_reach_the_report(engine):
+    r = engine.apply(tone(), 16000, "bright", chain="eq", preset="paper", steps=2)
+    opt = r.report()["optimization"]
+    assert (opt["preset"], opt["lr"], opt["init"], opt["loss_mode"], opt["restarts"]) == (
+        "paper", 0.01, "random", "cosine", 1)
+
+
+def test_chunked_render_equals_whole_render():
+    import fx
+
+    chain = fx.Chain.from_spec("eq,reverb", seed=1)
+    rng = np.random.default_rng(0)
+    u = rng.uniform(0.2, 0.8, chain.num_params).astype(np.float32)
+    import torch
+
+    audio = tone(seconds=6.0)
+    whole, _ = rendering.render_array(chain, torch.from_numpy(u), audio, 16000, chunk_seconds=100)
+    chunked, _ = rendering.render_array(chain, torch.from_numpy(u), audio, 16000, chunk_seconds=1.3)
+    assert np.abs(whole - chunked).max() < 1e-4
+
+
+@pytest.mark.parametrize("audio, sr, message", [
+    (np.zeros((1, 16000), np.float32), 16000, "silent"),
+    (np.full((1, 16000), np.nan, np.float32), 16000, "NaN"),
+    (np.full((1, 16000), np.inf, np.float32), 16000, "NaN or Inf"),
+    (np.zeros((1, 0), np.float32), 16000, "zero-length"),
+    (tone(seconds=0.05), 16000, "too short"),
+    (tone(seconds=1.0).T, 16000, "(channels, samples)"),
+    (np.zeros((2, 2, 16000), np.float32), 16000, "expected shape"),
+    (tone(), 4000, "sample rate"),
+    (tone(), 384000, "sample rate"),
+])
+def test_bad_audio_is_a_clear_error(engine, audio, sr, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        engine.apply(audio, sr, "bright", chain="eq", **FAST)
+
+
+@pytest.mark.parametrize("prompt", ["", "   ", []])
+def test_empty_prompt(engine, prompt):
+    with pytest.raises(InputError):
+        engine.apply(tone(), 16000, prompt, chain="eq", **FAST)
+
+
+def test_unknown_effect(engine):
+    with pytest.raises(InputError, match="flanger"):
+        engine.apply(tone(), 16000, "bright", chain="eq,flanger", **FAST)
+
+
+def test_render_rejects_bad_params():
+    with pytest.raises(InputError):
+        render(tone(), 16000, {"effects": "nope"})
+    with pytest.raises(InputError):
+        render(tone(), 16000, {"chain": "eq", "effects": [{"type": "eq", "params": {"no_such_param": 1.0}}]})

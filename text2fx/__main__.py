@@ -1,0 +1,5 @@
+import sys
+
+from text2fx.cli import main
+
+sys.exit(main())

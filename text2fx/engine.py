@@ -1,0 +1,310 @@
+"""The Text2FX engine: inputs and prompts in, processed audio and readable settings out.
+
+An `Engine` holds one loaded embedder (CLAP) and is reused across calls, e.g. by a DAW script:
+
+    engine = Engine(device="cuda")
+    result = engine.apply(audio, 48000, "warm and bright", chain="eq,reverb")
+    result.audio, result.params, result.similarity_after
+
+Several inputs and/or prompts given together are optimized together in one batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from text2fx import audio_io, render as rendering
+from text2fx.embedder import Embedder
+from text2fx.errors import InputError
+from text2fx.excerpts import choose_offsets
+from text2fx.optimize import PRESETS, Outcome, Recipe, optimize
+from text2fx.result import Result, chain_params
+
+DEFAULT_TEMPLATE = "this sound is {prompt}"
+# The paper's code contrasts each prompt with its negation for the directional loss.
+DEFAULT_ANCHOR = "this sound is not {prompt}"
+# Peaks below this (-120 dBFS) count as digital silence.
+_SILENCE = 1e-6
+
+
+@dataclass
+class _Prepared:
+    """An input ready for optimization: its windows and what the report says of it."""
+
+    source: rendering.Source
+    offsets: list[int]
+    excerpts: np.ndarray  # (E, channels, window)
+    path: str | None
+
+
+@dataclass
+class Target:
+    """One (input, prompt) pair after optimization."""
+
+    input: int
+    prompt: str
+    text: str
+    anchor: str | None
+    outcome: Outcome
+    offsets_s: list[float]
+
+
+def build_chain(spec: str, seed: int):
+    import fx
+
+    try:
+        return fx.Chain.from_spec(spec, seed=seed)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def load_chain(params, expected_spec: str | None = None):
+    """(chain, `(P,)` unit parameters) from a report / chain dict / JSON path; InputError when malformed or,
+    with `expected_spec`, for a different chain."""
+    import fx
+
+    d = chain_params(params)
+    if expected_spec is not None and d.get("chain") != expected_spec:
+        raise InputError(f"params are for chain '{d.get('chain')}', not '{expected_spec}'")
+    try:
+        return fx.Chain.from_dict(d)
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"params do not describe a valid chain: {e}") from None
+
+
+def as_audio(audio, sample_rate: int, what: str = "audio") -> np.ndarray:
+    """Validate and convert audio to `(channels, samples)` float32 numpy (a 1-D array is mono)."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    audio = np.asarray(audio)
+    if audio.ndim == 1:
+        audio = audio[None]
+    if audio.ndim != 2:
+        raise InputError(f"{what}: expected shape (channels, samples) or (samples,), got {audio.shape}")
+    if not np.issubdtype(audio.dtype, np.number):
+        raise InputError(f"{what}: expected numbers, got dtype {audio.dtype}")
+    if audio.size == 0:
+        raise InputError(f"{what}: zero-length audio")
+    if audio.shape[0] > audio.shape[1]:
+        raise InputError(f"{what}: shape {audio.shape} has more channels than samples; pass (channels, samples)")
+    audio_io.check_sample_rate(int(sample_rate), what)
+    if audio.shape[1] < audio_io.MIN_DURATION_S * sample_rate:
+        raise InputError(
+            f"{what}: too short ({audio.shape[1] / sample_rate:.3f} s); at least {audio_io.MIN_DURATION_S} s is needed"
+        )
+    if np.issubdtype(audio.dtype, np.integer):
+        audio = audio / float(np.iinfo(audio.dtype).max + 1)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _check_prompts(prompts) -> list[str]:
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    prompts = [str(p).strip() for p in prompts]
+    if not prompts:
+        raise InputError("no prompt given")
+    if any(not p for p in prompts):
+        raise InputError("empty prompt: describe the sound you want, e.g. \"warm and bright\"")
+    return prompts
+
+
+class Engine:
+    """Loads the embedder once; `apply` optimizes effect chains toward prompts.
+
+    Args:
+        embedder: an already loaded embedder (anything implementing `text2fx.embedder.Embedder`). If None,
+            a `text2fx.clap.ClapEmbedder` is loaded from `checkpoint` / `tokenizer` (see there for where
+            files are looked for) on `device` (default: best available).
+    """
+
+    def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None):
+        if embedder is None:
+            from text2fx.clap import ClapEmbedder
+
+            embedder = ClapEmbedder(checkpoint=checkpoint, tokenizer=tokenizer, device=device)
+        self.embedder = embedder
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.embedder.device)
+
+    def apply(
+        self,
+        audio,
+        sample_rate: int | Sequence[int],
+        prompt: str | Sequence[str],
+        chain: str = "eq,reverb",
+        *,
+        preset: str = "default",
+        loss: str | None = None,
+        steps: int | None = None,
+        lr: float | None = None,
+        restarts: int | None = None,
+        init: str | None = None,
+        excerpts: int | None = None,
+        seed: int = 0,
+        template: str = DEFAULT_TEMPLATE,
+        anchor: str = DEFAULT_ANCHOR,
+        progress: Callable[[int, int, float], None] | None = None,
+        **recipe_changes,
+    ) -> Result | list[Result]:
+        """Process audio toward prompt(s).
+
+        Args:
+            audio: `(channels, samples)` or `(samples,)` array (numpy or torch), or a list of them.
+            sample_rate: Hz (8-192 kHz), one for all inputs or one per input.
+            prompt: the words, or a list of prompts; every input is paired with every prompt.
+            chain: effect chain spec, e.g. "eq", "reverb", "eq,reverb", "eq,compressor,reverb".
+            preset: "default", "paper" (the paper's exact recipe) or "fast" (CPU); the keyword arguments
+                below override single settings of it (see `text2fx.optimize.Recipe`).
+            seed: makes the run reproducible (bit-exact on CPU); also seeds the reverb's noise.
+            template: how a prompt is phrased for the text encoder (`{prompt}` is replaced).
+            anchor: the directional loss's contrasting text (`{prompt}` is replaced).
+            progress: called as `progress(step, steps, best_loss)` now and then.
+
+        Returns:
+            A `Result` for a single input and prompt, else a list ordered input by input, prompt by prompt.
+        """
+        single = not isinstance(audio, (list, tuple))
+        audios = [audio] if single else list(audio)
+        rates = list(sample_rate) if isinstance(sample_rate, (list, tuple)) else [sample_rate] * len(audios)
+        if len(rates) != len(audios):
+            raise InputError(f"{len(audios)} inputs but {len(rates)} sample rates")
+        arrays = [as_audio(a, int(sr), f"input {i}") for i, (a, sr) in enumerate(zip(audios, rates))]
+        prompts = _check_prompts(prompt)
+        recipe = self.recipe(preset, loss=loss, steps=steps, lr=lr, restarts=restarts, init=init,
+                             excerpts=excerpts, **recipe_changes)
+        sources = [rendering.ArraySource(a, int(sr)) for a, sr in zip(arrays, rates)]
+        fx_chain, targets = self.optimize(sources, [None] * len(sources), prompts, chain, recipe, seed,
+                                          template, anchor, progress)
+        results = []
+        for t in targets:
+            src = sources[t.input]
+            out, gain = rendering.render_array(fx_chain, t.outcome.params, src.audio, src.sample_rate, self.device)
+            results.append(self.result(fx_chain, t, recipe, preset, seed, out, src, None, gain))
+        return results[0] if single and len(prompts) == 1 else results
+
+    @staticmethod
+    def recipe(preset: str = "default", **changes) -> Recipe:
+        if preset not in PRESETS:
+            raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+        try:
+            return PRESETS[preset].replace(**changes)
+        except (TypeError, ValueError) as e:
+            raise InputError(str(e)) from None
+
+    def optimize(
+        self,
+        sources: Sequence[rendering.Source],
+        paths: Sequence[str | None],
+        prompts: Sequence[str],
+        chain: str,
+        recipe: Recipe,
+        seed: int,
+        template: str = DEFAULT_TEMPLATE,
+        anchor: str | None = DEFAULT_ANCHOR,
+        progress: Callable[[int, int, float], None] | None = None,
+    ) -> tuple[object, list[Target]]:
+        """Optimize every (source, prompt) pair; sources of the same format are batched together.
+
+        Returns the chain and one `Target` per pair, source-major.
+        """
+        fx_chain = build_chain(chain, seed).to(self.device)
+        texts = [template.format(prompt=p) for p in prompts]
+        anchors = [(anchor or "").format(prompt=p) for p in prompts]
+        emb = self.embedder.embed_text(texts + anchors)
+        text_emb, anchor_emb = emb[: len(texts)], emb[len(texts) :]
+
+        window_s = self.embedder.window_samples / self.embedder.sample_rate
+        prepared = [self._prepare(s, p, window_s, recipe.excerpts) for s, p in zip(sources, paths)]
+
+        # Inputs whose windows have the same shape share one batch.
+        groups: dict[tuple, list[int]] = {}
+        for i, prep in enumerate(prepared):
+            groups.setdefault((prep.source.sample_rate,) + prep.excerpts.shape, []).append(i)
+        by_pair: dict[tuple[int, int], Target] = {}
+        for (sr, *_), members in groups.items():
+            clips = torch.from_numpy(np.stack([prepared[i].excerpts for i in members])).to(self.device)
+            pairs = [(m, j) for m in range(len(members)) for j in range(len(prompts))]
+            outcomes = optimize(
+                fx_chain, self.embedder, clips, sr, [m for m, _ in pairs],
+                text_emb[[j for _, j in pairs]], anchor_emb[[j for _, j in pairs]],
+                recipe, seed, progress,
+            )
+            for (m, j), outcome in zip(pairs, outcomes):
+                i = members[m]
+                offsets_s = [o / prepared[i].source.sample_rate for o in prepared[i].offsets]
+                by_pair[i, j] = Target(i, prompts[j], texts[j], anchors[j] if anchor else None, outcome, offsets_s)
+        return fx_chain, [by_pair[i, j] for i in range(len(sources)) for j in range(len(prompts))]
+
+    @staticmethod
+    def _prepare(source: rendering.Source, path: str | None, window_s: float, count: int) -> _Prepared:
+        what = path or "input"
+        sr = source.sample_rate
+        window = min(source.frames, int(math.ceil(window_s * sr)))
+        block = sr  # one-second blocks: fine enough to find the loud parts
+        energies, peak = [], 0.0
+        for start in range(0, source.frames, block * 60):
+            chunk = source.read(start, min(block * 60, source.frames - start))
+            if not np.isfinite(chunk).all():
+                raise InputError(f"{what}: audio contains NaN or Inf samples")
+            peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
+            sq = np.square(chunk, dtype=np.float64).sum(0)
+            energies.extend(sq[k : k + block].sum() for k in range(0, sq.size, block))
+        if peak < _SILENCE:
+            raise InputError(f"{what}: audio is silent; there is nothing for the effects to change")
+        offsets = choose_offsets(source.frames, window, np.asarray(energies), block, count)
+        excerpts = np.stack([source.read(o, window) for o in offsets]).astype(np.float32, copy=False)
+        return _Prepared(source, offsets, excerpts, path)
+
+    def result(self, fx_chain, target: Target, recipe: Recipe, preset: str | None, seed: int, audio,
+               source: rendering.Source, path: str | None, gain_db: float) -> Result:
+        o = target.outcome
+        params = fx_chain.to_dict(o.params)
+        units = [{s.name: s.unit for s in effect.param_specs} for effect in fx_chain]
+        optimization = {
+            "preset": preset,
+            "loss_mode": recipe.loss,
+            "loss": o.loss,
+            "loss_value": o.loss_value,
+            "steps": recipe.steps,
+            "steps_run": o.steps_run,
+            "best_step": o.best_step,
+            "seed": seed,
+            "lr": recipe.lr,
+            "restarts": recipe.restarts,
+            "init": recipe.init,
+            "time_shift": recipe.time_shift,
+            "excerpts_s": target.offsets_s,
+        }
+        return Result(
+            audio=audio, sample_rate=source.sample_rate, params=params, units=units, prompt=target.prompt,
+            text=target.text, anchor=target.anchor, history=o.history, similarity_before=o.similarity_before,
+            similarity_after=o.similarity_after, output_gain_db=gain_db, optimization=optimization,
+            checkpoint=getattr(self.embedder, "name", type(self.embedder).__name__), device=str(self.device),
+            input={"path": path, "sample_rate": source.sample_rate, "channels": source.channels,
+                   "frames": source.frames},
+        )
+
+
+def render(audio, sample_rate: int, params, device: str | torch.device = "cpu") -> np.ndarray:
+    """Re-apply saved settings to any audio; no CLAP needed.
+
+    Args:
+        audio: `(channels, samples)` or `(samples,)` array.
+        sample_rate: Hz.
+        params: a report (dict or JSON path) or its `chain` part.
+
+    Returns:
+        `(channels, samples)` float32, with the same level policy as `Engine.apply`.
+    """
+    fx_chain, unit = load_chain(params)
+    x = as_audio(audio, int(sample_rate))
+    out, _ = rendering.render_array(fx_chain.to(device), unit, x, int(sample_rate), device)
+    return out

@@ -1,0 +1,58 @@
+"""Choosing which windows of a long input the optimizer listens to.
+
+The embedder hears a fixed window (10 s for CLAP). For longer inputs the optimizer averages its loss over a
+few windows, chosen deterministically: the loudest ones that do not overlap, so that silence and fades are
+not what the effects get tuned on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+
+
+def block_energies(blocks: Iterable[np.ndarray]) -> np.ndarray:
+    """Sum of squares (over channels and samples) of each `(channels, samples)` block."""
+    return np.array([float(np.square(b, dtype=np.float64).sum()) for b in blocks], dtype=np.float64)
+
+
+def choose_offsets(frames: int, window: int, energies: np.ndarray, block: int, count: int) -> list[int]:
+    """Start frames of up to `count` non-overlapping windows of `window` frames, loudest first picked.
+
+    Args:
+        frames: input length in frames.
+        window: window length in frames.
+        energies: energy of consecutive `block`-frame blocks of the input (last may be partial).
+        block: block length in frames; candidate windows start every half window, on block boundaries,
+            plus one window ending exactly at the input's end.
+        count: how many windows at most.
+
+    Returns:
+        Sorted start frames. `[0]` when the input is no longer than one window.
+    """
+    if frames <= window:
+        return [0]
+    hop = max(block, (window // 2) // block * block)
+    starts = sorted(set(range(0, frames - window + 1, hop)) | {frames - window})
+    cumulative = np.concatenate([[0.0], np.cumsum(energies)])
+
+    def energy(start: int) -> float:
+        # Blocks overlapping [start, start + window), weighted by how much of each block the window covers.
+        first, last = start / block, (start + window) / block
+        lo, hi = int(math.floor(first)), min(int(math.ceil(last)), len(energies))
+        total = cumulative[hi] - cumulative[lo]
+        total -= energies[lo] * (first - lo) if lo < len(energies) else 0.0
+        if hi - 1 >= 0 and last < hi:
+            total -= energies[hi - 1] * (hi - last)
+        return total
+
+    order = sorted(starts, key=lambda s: (-energy(s), s))
+    chosen: list[int] = []
+    for s in order:
+        if all(abs(s - c) >= window for c in chosen):
+            chosen.append(s)
+        if len(chosen) == count:
+            break
+    return sorted(chosen)

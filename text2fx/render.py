@@ -1,0 +1,151 @@
+"""Applying a chain with fixed settings to whole inputs, in bounded memory, with the output level policy.
+
+Level policy: the output is never clipped. After processing, if its peak exceeds -1 dBFS the whole output is
+scaled down (one gain for the whole file) so that its peak is exactly -1 dBFS; otherwise it is left as is
+(no gain is ever added). The gain applied is reported (`output_gain_db`, 0 or negative).
+
+Inputs are processed in chunks of `chunk_seconds`, each preceded by enough earlier audio ("context") for the
+effects' memory (reverb tail, filter ring, compressor envelope) to be exact, so an hour-long file needs no
+more memory than a minute of it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from text2fx import audio_io
+
+PEAK_CEILING_DB = -1.0
+PEAK_CEILING = 10.0 ** (PEAK_CEILING_DB / 20.0)
+DEFAULT_CHUNK_SECONDS = 60.0
+# Memory assumed for an effect that does not state its own (`tail_seconds`).
+_DEFAULT_TAIL_SECONDS = 2.0
+
+
+class Source(Protocol):
+    sample_rate: int
+    channels: int
+    frames: int
+
+    def read(self, start: int, frames: int) -> np.ndarray: ...
+
+
+class ArraySource:
+    """A `(channels, samples)` array as a source."""
+
+    def __init__(self, audio: np.ndarray, sample_rate: int):
+        self.audio = audio
+        self.sample_rate = int(sample_rate)
+        self.channels, self.frames = audio.shape
+
+    def read(self, start: int, frames: int) -> np.ndarray:
+        return self.audio[:, start : start + frames]
+
+
+class FileSource:
+    """An audio file as a source, read block by block."""
+
+    def __init__(self, info: audio_io.AudioInfo):
+        self.info = info
+        self.sample_rate, self.channels, self.frames = info.sample_rate, info.channels, info.frames
+
+    def read(self, start: int, frames: int) -> np.ndarray:
+        return audio_io.read(self.info.path, start, frames)
+
+
+def context_seconds(chain) -> float:
+    """How much earlier audio the chain needs to process a chunk exactly: the sum of its effects' memories."""
+    total = 0.0
+    for effect in chain:
+        tail = getattr(effect, "tail_seconds", None)
+        total += _DEFAULT_TAIL_SECONDS if tail is None else float(tail() if callable(tail) else tail)
+    return total
+
+
+def process_chunks(
+    chain,
+    params: torch.Tensor,
+    source: Source,
+    write: Callable[[np.ndarray], None],
+    device: torch.device | str = "cpu",
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+) -> float:
+    """Process `source` through `chain` at `params` (`(P,)` unit space), handing each output chunk
+    `(channels, frames)` to `write` in order. Returns the output's peak absolute value."""
+    sr = source.sample_rate
+    chunk = max(1, int(chunk_seconds * sr))
+    context = int(math.ceil(context_seconds(chain) * sr))
+    p = params.detach().reshape(1, -1).to(device=device, dtype=torch.float32)
+    peak = 0.0
+    with torch.no_grad():
+        for start in range(0, source.frames, chunk):
+            n = min(chunk, source.frames - start)
+            pre = min(context, start)
+            x = torch.from_numpy(np.ascontiguousarray(source.read(start - pre, n + pre))).to(device)
+            y = chain.process(x[None], sr, p)[0, :, pre:]
+            y = y.cpu().numpy()
+            if not np.isfinite(y).all():
+                raise FloatingPointError("effect chain produced NaN or Inf")
+            peak = max(peak, float(np.abs(y).max(initial=0.0)))
+            write(y)
+    return peak
+
+
+def level_gain(peak: float) -> float:
+    """The linear gain the level policy applies to an output whose peak is `peak`."""
+    return 1.0 if peak <= PEAK_CEILING else PEAK_CEILING / peak
+
+
+def gain_db(gain: float) -> float:
+    return 20.0 * math.log10(gain)
+
+
+def render_array(
+    chain, params: torch.Tensor, audio: np.ndarray, sample_rate: int, device="cpu",
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+) -> tuple[np.ndarray, float]:
+    """Process `(channels, samples)` audio; returns (output `(channels, samples)` float32, gain in dB)."""
+    out = np.empty(audio.shape, dtype=np.float32)
+    pos = 0
+
+    def write(block: np.ndarray) -> None:
+        nonlocal pos
+        out[:, pos : pos + block.shape[1]] = block
+        pos += block.shape[1]
+
+    peak = process_chunks(chain, params, ArraySource(audio, sample_rate), write, device, chunk_seconds)
+    gain = level_gain(peak)
+    if gain != 1.0:
+        out *= np.float32(gain)
+    return out, gain_db(gain)
+
+
+def render_file(
+    chain, params: torch.Tensor, info: audio_io.AudioInfo, out_path: Path, fmt: str, subtype: str,
+    device="cpu", chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+) -> float:
+    """Process the file `info` into `out_path` (atomically; a float scratch file holds the output until its
+    peak is known). Returns the gain applied in dB."""
+    out_path = Path(out_path)
+    fd, scratch = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".scratch.wav", dir=out_path.parent)
+    os.close(fd)
+    try:
+        with audio_io.BlockWriter(Path(scratch), info.sample_rate, info.channels, "RF64", "FLOAT") as w:
+            peak = process_chunks(chain, params, FileSource(info), w.write, device, chunk_seconds)
+        gain = np.float32(level_gain(peak))
+        block = max(1, int(chunk_seconds * info.sample_rate))
+        with audio_io.atomic_path(out_path) as tmp, audio_io.BlockWriter(
+            tmp, info.sample_rate, info.channels, fmt, subtype
+        ) as w:
+            for b in audio_io.iter_blocks(scratch, block):
+                w.write(b * gain if gain != 1.0 else b)
+    finally:
+        Path(scratch).unlink(missing_ok=True)
+    return gain_db(float(gain))
