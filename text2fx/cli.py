@@ -200,20 +200,22 @@ def run_main(argv: list[str]) -> int:
         except InputError as e:
             raise UsageError(str(e)) from None
 
-    from text2fx.engine import DEFAULT_ANCHOR, DEFAULT_TEMPLATE, Engine
     from text2fx import render as rendering
+    from text2fx.engine import DEFAULT_ANCHOR, DEFAULT_TEMPLATE, Engine, prepare_input
 
     started = time.perf_counter()
-    engine = Engine(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=args.device)
     recipe = Engine.recipe(args.preset, loss=args.loss, steps=args.steps, lr=args.lr, restarts=args.restarts,
                            init=args.init, excerpts=args.excerpts)
     sources = [rendering.FileSource(info) for info in infos]
+    # Bad audio (NaN, silence) is reported before minutes go into loading the model.
+    prepared = [prepare_input(src, str(path), recipe.excerpts) for src, path in zip(sources, inputs)]
+    engine = Engine(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=args.device)
     label = prompts[0] if len(prompts) == 1 else f"{len(prompts)} prompts"
     update, close = _progress(args.quiet, label)
     try:
         fx_chain, targets = engine.optimize(
             sources, [str(i) for i in inputs], prompts, args.chain, recipe, args.seed,
-            args.template or DEFAULT_TEMPLATE, args.anchor or DEFAULT_ANCHOR, update,
+            args.template or DEFAULT_TEMPLATE, args.anchor or DEFAULT_ANCHOR, update, prepared,
         )
     finally:
         close()

@@ -29,12 +29,14 @@ from text2fx.result import Result, chain_params
 DEFAULT_TEMPLATE = "this sound is {prompt}"
 # The paper's code contrasts each prompt with its negation for the directional loss.
 DEFAULT_ANCHOR = "this sound is not {prompt}"
+# CLAP's audio window; an embedder states its own, this is for checking inputs before one is loaded.
+CLAP_WINDOW_S = 10.0
 # Peaks below this (-120 dBFS) count as digital silence.
 _SILENCE = 1e-6
 
 
 @dataclass
-class _Prepared:
+class Prepared:
     """An input ready for optimization: its windows and what the report says of it."""
 
     source: rendering.Source
@@ -210,9 +212,11 @@ class Engine:
         template: str = DEFAULT_TEMPLATE,
         anchor: str | None = DEFAULT_ANCHOR,
         progress: Callable[[int, int, float], None] | None = None,
+        prepared: Sequence[Prepared] | None = None,
     ) -> tuple[object, list[Target]]:
         """Optimize every (source, prompt) pair; sources of the same format are batched together.
 
+        `prepared` (from `prepare_input`, one per source) skips reading the inputs again.
         Returns the chain and one `Target` per pair, source-major.
         """
         fx_chain = build_chain(chain, seed).to(self.device)
@@ -222,7 +226,8 @@ class Engine:
         text_emb, anchor_emb = emb[: len(texts)], emb[len(texts) :]
 
         window_s = self.embedder.window_samples / self.embedder.sample_rate
-        prepared = [self._prepare(s, p, window_s, recipe.excerpts) for s, p in zip(sources, paths)]
+        if prepared is None:
+            prepared = [prepare_input(s, p, recipe.excerpts, window_s) for s, p in zip(sources, paths)]
 
         # Inputs whose windows have the same shape share one batch.
         groups: dict[tuple, list[int]] = {}
@@ -242,26 +247,6 @@ class Engine:
                 offsets_s = [o / prepared[i].source.sample_rate for o in prepared[i].offsets]
                 by_pair[i, j] = Target(i, prompts[j], texts[j], anchors[j] if anchor else None, outcome, offsets_s)
         return fx_chain, [by_pair[i, j] for i in range(len(sources)) for j in range(len(prompts))]
-
-    @staticmethod
-    def _prepare(source: rendering.Source, path: str | None, window_s: float, count: int) -> _Prepared:
-        what = path or "input"
-        sr = source.sample_rate
-        window = min(source.frames, int(math.ceil(window_s * sr)))
-        block = sr  # one-second blocks: fine enough to find the loud parts
-        energies, peak = [], 0.0
-        for start in range(0, source.frames, block * 60):
-            chunk = source.read(start, min(block * 60, source.frames - start))
-            if not np.isfinite(chunk).all():
-                raise InputError(f"{what}: audio contains NaN or Inf samples")
-            peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
-            sq = np.square(chunk, dtype=np.float64).sum(0)
-            energies.extend(sq[k : k + block].sum() for k in range(0, sq.size, block))
-        if peak < _SILENCE:
-            raise InputError(f"{what}: audio is silent; there is nothing for the effects to change")
-        offsets = choose_offsets(source.frames, window, np.asarray(energies), block, count)
-        excerpts = np.stack([source.read(o, window) for o in offsets]).astype(np.float32, copy=False)
-        return _Prepared(source, offsets, excerpts, path)
 
     def result(self, fx_chain, target: Target, recipe: Recipe, preset: str | None, seed: int, audio,
                source: rendering.Source, path: str | None, gain_db: float) -> Result:
@@ -291,6 +276,27 @@ class Engine:
             input={"path": path, "sample_rate": source.sample_rate, "channels": source.channels,
                    "frames": source.frames},
         )
+
+
+def prepare_input(source: rendering.Source, path: str | None, count: int, window_s: float = CLAP_WINDOW_S) -> Prepared:
+    """Check an input (NaN/Inf, silence) and cut the `count` windows the optimizer will listen to."""
+    what = path or "input"
+    sr = source.sample_rate
+    window = min(source.frames, int(math.ceil(window_s * sr)))
+    block = sr  # one-second blocks: fine enough to find the loud parts
+    energies, peak = [], 0.0
+    for start in range(0, source.frames, block * 60):
+        chunk = source.read(start, min(block * 60, source.frames - start))
+        if not np.isfinite(chunk).all():
+            raise InputError(f"{what}: audio contains NaN or Inf samples")
+        peak = max(peak, float(np.abs(chunk).max(initial=0.0)))
+        sq = np.square(chunk, dtype=np.float64).sum(0)
+        energies.extend(sq[k : k + block].sum() for k in range(0, sq.size, block))
+    if peak < _SILENCE:
+        raise InputError(f"{what}: audio is silent; there is nothing for the effects to change")
+    offsets = choose_offsets(source.frames, window, np.asarray(energies), block, count)
+    excerpts = np.stack([source.read(o, window) for o in offsets]).astype(np.float32, copy=False)
+    return Prepared(source, offsets, excerpts, path)
 
 
 def render(audio, sample_rate: int, params, device: str | torch.device = "cpu") -> np.ndarray:

@@ -1,0 +1,196 @@
+"""End-to-end: the `text2fx` command through the real CLAP embedder (random-weight checkpoint and test
+tokenizer from tests/conftest.py; outputs say nothing about meaning, only that the plumbing is right)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import soundfile as sf
+
+import text2fx.clap
+from text2fx.cli import main
+from text2fx.result import schema
+
+QUICK = ["--steps", "2", "--restarts", "1", "--excerpts", "1", "--quiet"]
+
+
+@pytest.fixture
+def shared_clap(monkeypatch, clap_embedder):
+    """Reuse the session's loaded CLAP instead of loading the 600 MB checkpoint in every test."""
+    monkeypatch.setattr(text2fx.clap, "ClapEmbedder", lambda *a, **k: clap_embedder)
+
+
+def write_tone(path, sr=44100, seconds=1.2, channels=1, subtype="FLOAT", amp=0.3):
+    t = np.arange(int(sr * seconds)) / sr
+    x = np.stack([amp * np.sin(2 * np.pi * (220 + 110 * c) * t) for c in range(channels)], axis=1)
+    sf.write(path, x.astype(np.float32), sr, subtype=subtype)
+    return path
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def one_line_error(capsys, code, expected_code, *words):
+    err = capsys.readouterr().err.strip()
+    assert code == expected_code, err
+    assert err.startswith("text2fx: error:") and "\n" not in err and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+
+
+def test_full_run_through_real_checkpoint_and_render(tmp_path, clap_checkpoint, clap_tokenizer_dir, capsys):
+    src = write_tone(tmp_path / "in.wav", sr=44100, channels=1)
+    out = tmp_path / "out.wav"
+    code = run(src, "warm and bright", "--chain", "eq,reverb", "-o", out, "--clap-ckpt", clap_checkpoint,
+               "--tokenizer", clap_tokenizer_dir, "--steps", "2", "--restarts", "1", "--device", "cpu")
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "CLAP similarity" in printed and str(out) in printed
+    data, sr = sf.read(out, dtype="float32", always_2d=True)
+    info = sf.info(out)
+    assert (sr, data.shape, info.subtype) == (44100, (int(44100 * 1.2), 1), "FLOAT")
+    assert np.abs(data).max() <= 10 ** (-1 / 20) + 1e-6
+    report = json.loads(out.with_suffix(".json").read_text())
+    jsonschema.validate(report, schema())
+    assert report["clap"]["checkpoint"] == clap_checkpoint.name
+    assert report["optimization"]["steps"] == 2 and len(report["optimization"]["history"]) == 2
+    assert report["output"]["path"] == str(out)
+
+    again = tmp_path / "again.wav"
+    assert run("render", src, out.with_suffix(".json"), "-o", again, "--quiet") == 0
+    rendered, _ = sf.read(again, dtype="float32", always_2d=True)
+    assert np.abs(rendered - data).max() < 1e-4
+
+
+@pytest.mark.parametrize("sr, channels, ext, subtype", [
+    (8000, 1, ".wav", "PCM_16"),
+    (22050, 2, ".flac", "PCM_24"),
+    (192000, 8, ".wav", "PCM_24"),
+])
+def test_formats_are_preserved(tmp_path, shared_clap, sr, channels, ext, subtype):
+    src = write_tone(tmp_path / f"in{ext}", sr=sr, seconds=0.6, channels=channels, subtype=subtype)
+    assert run(src, "airy", "--chain", "eq", *QUICK) == 0
+    out = tmp_path / f"in.airy{ext}"
+    info = sf.info(out)
+    assert (info.samplerate, info.channels, info.frames, info.subtype) == (sr, channels, int(sr * 0.6), subtype)
+    assert (tmp_path / "in.airy.json").exists()
+
+
+def test_several_inputs_and_prompts_get_predictable_names(tmp_path, shared_clap):
+    a = write_tone(tmp_path / "a.wav")
+    b = write_tone(tmp_path / "b.wav", channels=2)
+    outdir = tmp_path / "outs"
+    assert run(a, b, "-p", "dark", "-p", "Bright & Airy!", "--chain", "eq", "-o", outdir, *QUICK) == 0
+    names = sorted(p.name for p in outdir.iterdir())
+    assert names == sorted(f"{s}.{p}.{e}" for s in "ab" for p in ("dark", "bright-airy") for e in ("wav", "json"))
+
+
+def test_existing_output_is_refused_and_kept(tmp_path, shared_clap, capsys):
+    src = write_tone(tmp_path / "in.wav")
+    out = tmp_path / "out.wav"
+    out.write_bytes(b"precious")
+    one_line_error(capsys, run(src, "dark", "-o", out, *QUICK), 2, "already exists", "--overwrite")
+    assert out.read_bytes() == b"precious"
+    assert run(src, "dark", "-o", out, "--overwrite", *QUICK) == 0
+    assert sf.info(out).frames == int(44100 * 1.2)
+
+
+def test_output_equal_to_input_is_refused(tmp_path, capsys):
+    src = write_tone(tmp_path / "in.wav")
+    before = src.read_bytes()
+    one_line_error(capsys, run(src, "dark", "-o", src, "--overwrite"), 2, "is the input")
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda d: d / "missing.wav", ["not found"]),
+    (lambda d: (d / "corrupt.wav").write_bytes(b"RIFF\x00\x01garbage" * 50) and d / "corrupt.wav", ["cannot read"]),
+    (lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt", ["cannot read"]),
+    (lambda d: write_tone(d / "empty.wav", seconds=0), ["zero length"]),
+    (lambda d: write_tone(d / "short.wav", seconds=0.05), ["too short"]),
+    (lambda d: write_tone(d / "silent.wav", amp=0.0), ["silent"]),
+    (lambda d: write_tone(d / "nan.wav", amp=np.nan), ["NaN"]),
+    (lambda d: write_tone(d / "low.wav", sr=4000), ["sample rate"]),
+])
+def test_bad_input_files(tmp_path, capsys, make, words):
+    src = make(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    # no model is loaded for these: the checks come first (a bogus checkpoint path proves it)
+    code = run(src, "dark", "--clap-ckpt", tmp_path / "no-such.pt", "--quiet")
+    one_line_error(capsys, code, 1, *words)
+    assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("args, words", [
+    (["dark", "--chain", "eq,flanger"], ["flanger"]),
+    (["   "], ["empty prompt"]),
+    (["dark", "--steps", "0"], ["--steps"]),
+    (["dark", "--loss", "l2"], ["invalid choice"]),
+    (["dark", "-o", "x.mp4"], ["unsupported output"]),
+])
+def test_usage_errors(tmp_path, capsys, args, words):
+    src = write_tone(tmp_path / "in.wav")
+    if "-o" in args:
+        args = [a if a != "x.mp4" else str(tmp_path / "x.mp4") for a in args]
+    one_line_error(capsys, run(src, *args), 2, *words)
+
+
+def test_missing_checkpoint_is_one_clear_line(tmp_path, capsys):
+    src = write_tone(tmp_path / "in.wav")
+    one_line_error(capsys, run(src, "dark", "--clap-ckpt", tmp_path / "nope.pt", "--quiet"), 1, "nope.pt")
+
+
+def test_render_rejects_malformed_and_mismatched_params(tmp_path, capsys):
+    src = write_tone(tmp_path / "in.wav")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    one_line_error(capsys, run("render", src, bad, "-o", tmp_path / "o.wav"), 1, "not valid JSON")
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"chain": "eq", "effects": [{"type": "reverb", "params": {}}]}))
+    one_line_error(capsys, run("render", src, wrong, "-o", tmp_path / "o.wav"), 1)
+    import fx
+
+    good = fx.Chain.from_spec("eq").to_dict(fx.Chain.from_spec("eq").neutral_unit())
+    ok = tmp_path / "eq.json"
+    ok.write_text(json.dumps(good))
+    one_line_error(capsys, run("render", src, ok, "-o", tmp_path / "o.wav", "--chain", "eq,reverb"), 1,
+                   "not 'eq,reverb'")
+    assert not (tmp_path / "o.wav").exists()
+    assert run("render", src, ok, "-o", tmp_path / "o.wav", "--quiet") == 0
+
+
+def test_ctrl_c_leaves_no_partial_file(tmp_path, shared_clap, monkeypatch, capsys):
+    import text2fx.render as rendering
+
+    src = write_tone(tmp_path / "in.wav", seconds=3.0)
+    real = rendering.process_chunks
+
+    def interrupted(chain, params, source, write, *a, **k):
+        def write_then_stop(block):
+            write(block)
+            raise KeyboardInterrupt
+
+        return real(chain, params, source, write_then_stop, *a, **k)
+
+    monkeypatch.setattr(rendering, "process_chunks", interrupted)
+    code = run(src, "dark", "--chain", "eq", *QUICK)
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_help_and_usage_errors_do_not_import_torch():
+    code = (
+        "import sys\n"
+        "from text2fx.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert main(['only-one-arg']) == 2\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False"), out.stdout + out.stderr
+    assert "usage: text2fx" in out.stdout
