@@ -1,0 +1,34 @@
+"""Shared fixtures: CLAP model files that need no network, and one CPU embedder for the whole session.
+
+`clap_checkpoint` is a randomly initialised HTSAT-tiny CLAP saved in laion-clap's released format (~600 MB
+in a temporary folder, built once per session); `clap_tokenizer_dir` is a small byte-level BPE tokenizer.
+Both are built by `text2fx.testing`, which benchmarks use too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from text2fx.testing import make_random_clap_checkpoint, make_test_tokenizer
+
+
+@pytest.fixture(scope="session")
+def clap_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a test `vocab.json` + `merges.txt` usable as the CLAP tokenizer."""
+    return make_test_tokenizer(tmp_path_factory.mktemp("clap_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def clap_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random-weight HTSAT-tiny CLAP checkpoint in laion-clap's released format."""
+    return make_random_clap_checkpoint(tmp_path_factory.mktemp("clap_ckpt") / "random-tiny.pt", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def clap_embedder(clap_checkpoint: Path, clap_tokenizer_dir: Path):
+    """A `ClapEmbedder` on the CPU over `clap_checkpoint`; shared, so do not mutate it."""
+    from text2fx.clap import ClapEmbedder
+
+    return ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cpu")

@@ -1,0 +1,161 @@
+"""ClapEmbedder behaviour: the audio window, resampling, gradients, the text cache, import cost."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from text2fx.clap import ClapEmbedder
+from text2fx.embedder import Embedder
+from text2fx.errors import InputError
+from text2fx.resample import Resampler
+
+SR = 48000
+WINDOW = 480000
+
+
+def _noise(*shape: int, seed: int = 0) -> torch.Tensor:
+    return 0.3 * torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_satisfies_embedder_protocol(clap_embedder: ClapEmbedder, clap_checkpoint) -> None:
+    assert isinstance(clap_embedder, Embedder)
+    assert clap_embedder.name == clap_checkpoint.name
+    assert (clap_embedder.sample_rate, clap_embedder.window_samples) == (SR, WINDOW)
+    assert clap_embedder.device == torch.device("cpu")
+    assert clap_embedder.audio_arch == "HTSAT-tiny"
+    assert not clap_embedder.model.training
+    assert not any(p.requires_grad for p in clap_embedder.model.parameters())
+
+
+def test_import_does_not_load_transformers_or_laion_clap() -> None:
+    code = (
+        "import sys, text2fx.clap; "
+        "print(sorted(m for m in ('transformers', 'laion_clap', 'laion_clap.clap_module') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_short_audio_is_repeat_padded(clap_embedder: ClapEmbedder) -> None:
+    audio = _noise(2, 1, 130000)
+    x = clap_embedder.model_input(audio, SR)
+    # laion-clap 'repeatpad': repeat int(480000 / 130000) = 3 times, then zero-pad to the window.
+    expected = torch.cat([audio[:, 0]] * 3 + [torch.zeros(2, WINDOW - 3 * 130000)], dim=1)
+    assert torch.equal(x, expected)
+
+
+def test_long_audio_is_cropped_at_each_items_offset(clap_embedder: ClapEmbedder) -> None:
+    audio = _noise(1, 1, 600000).expand(3, 1, 600000)
+    x = clap_embedder.model_input(audio, SR, offsets=[0, 1234, 120000])
+    for row, start in zip(x, [0, 1234, 120000]):
+        assert torch.equal(row, audio[0, 0, start : start + WINDOW])
+    assert torch.equal(clap_embedder.model_input(audio[:1, :, :WINDOW], SR)[0], audio[0, 0, :WINDOW])
+
+
+def test_offsets_are_in_input_samples(clap_embedder: ClapEmbedder) -> None:
+    audio = _noise(1, 1, 24000 * 12)
+    x = clap_embedder.model_input(audio, 24000, offsets=[24000])  # 1 s in, i.e. 48000 samples at 48 kHz
+    full = clap_embedder.model_input(audio, 24000, offsets=[0])
+    reference = Resampler(SR)(audio[:, 0], 24000)
+    assert torch.equal(x[0], reference[0, 48000 : 48000 + WINDOW])
+    assert torch.equal(full[0], reference[0, :WINDOW])
+
+
+def test_stereo_is_downmixed_to_the_channel_mean(clap_embedder: ClapEmbedder) -> None:
+    left, right = _noise(1, 1, 50000, seed=1), _noise(1, 1, 50000, seed=2)
+    stereo = clap_embedder.model_input(torch.cat([left, right], dim=1), SR)
+    assert torch.allclose(stereo, clap_embedder.model_input((left + right) / 2, SR), atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "audio, sample_rate, offsets",
+    [
+        (torch.zeros(1, 600000), SR, None),  # missing channel axis
+        (torch.zeros(1, 1, 0), SR, None),
+        (torch.zeros(1, 1, 1000, dtype=torch.int16), SR, None),
+        (torch.zeros(1, 1, 1000), 0, None),
+        (torch.zeros(2, 1, 600000), SR, [0]),  # one offset for two items
+        (torch.zeros(1, 1, 600000), SR, [120001]),  # past the end
+        (torch.zeros(1, 1, 600000), SR, [-1]),
+    ],
+)
+def test_bad_audio_input_is_an_input_error(clap_embedder: ClapEmbedder, audio, sample_rate, offsets) -> None:
+    with pytest.raises(InputError):
+        clap_embedder.model_input(audio, sample_rate, offsets)
+
+
+def test_quantize_matches_int16_with_straight_through_gradient(clap_embedder: ClapEmbedder) -> None:
+    audio = torch.tensor([[[0.5, -0.25, 1.5, -2.0, 1e-5, 0.123456]]], requires_grad=True)
+    x = clap_embedder.model_input(audio, SR, quantize=True)
+    expected = torch.tensor([16383, -8191, 32767, -32767, 0, 4045]) / 32767.0  # numpy astype(int16) truncation
+    assert torch.allclose(x[0, :6], expected, atol=0, rtol=1e-7)
+    x[0, :6].sum().backward()
+    assert torch.equal(audio.grad, torch.ones_like(audio))
+
+
+def test_gradients_reach_the_waveform_and_not_the_model(clap_embedder: ClapEmbedder) -> None:
+    # Two crops of one 11 s, 44.1 kHz stereo file in one batch: resampling, downmix, crop and model all in the graph.
+    audio = _noise(1, 2, 44100 * 11).expand(2, 2, -1).clone().requires_grad_(True)
+    text = clap_embedder.embed_text(["warm"])
+    embedding = clap_embedder.embed_audio(audio, 44100, offsets=[0, 44100], quantize=True)
+    assert embedding.shape == (2, 512)
+    assert torch.allclose(embedding.norm(dim=-1), torch.ones(2))
+    (embedding @ text.T).sum().backward()
+    assert audio.grad is not None and torch.isfinite(audio.grad).all()
+    assert audio.grad.abs().sum() > 0
+    assert all(p.grad is None for p in clap_embedder.model.parameters())
+
+
+def test_text_is_encoded_once_per_string(clap_embedder: ClapEmbedder, monkeypatch) -> None:
+    calls: list[list[str]] = []
+    tokenizer = clap_embedder._tokenizer
+
+    def spy(texts, **kwargs):
+        calls.append(list(texts))
+        return tokenizer(texts, **kwargs)
+
+    monkeypatch.setattr(clap_embedder, "_tokenizer", spy)
+    first = clap_embedder.embed_text(["a dusty old record", "a cathedral"])
+    second = clap_embedder.embed_text(["a cathedral", "a dusty old record", "underwater", "underwater"])
+    assert calls == [["a dusty old record", "a cathedral"], ["underwater"]]
+    assert torch.equal(second[0], first[1]) and torch.equal(second[1], first[0])
+    assert torch.equal(second[2], second[3])
+    assert second.shape == (4, 512) and not second.requires_grad
+    assert torch.allclose(second.norm(dim=-1), torch.ones(4))
+
+
+def test_text_embedding_does_not_depend_on_the_batch(clap_embedder: ClapEmbedder, clap_checkpoint, clap_tokenizer_dir) -> None:
+    other = ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cpu")  # empty cache
+    alone = other.embed_text(["thin and harsh"])
+    in_batch = clap_embedder.embed_text(["smooth", "thin and harsh", "a very long prompt " * 30])
+    assert torch.allclose(alone[0], in_batch[1], atol=1e-5)
+    with pytest.raises(InputError):
+        clap_embedder.embed_text("not a list")
+
+
+@pytest.mark.parametrize("orig", [44100, 22050, 96000, 16000])
+def test_resampler_is_band_limited_and_accurate(orig: int) -> None:
+    resampler = Resampler(SR)
+    n = orig // 2
+    t_in = torch.arange(n, dtype=torch.float64) / orig
+    tone = torch.sin(2 * math.pi * 997.0 * t_in).float()
+    out = resampler(tone[None, None], orig)[0, 0]
+    assert out.shape[-1] == math.ceil(n * SR / orig)
+    t_out = torch.arange(out.shape[-1], dtype=torch.float64) / SR
+    expected = torch.sin(2 * math.pi * 997.0 * t_out).float()
+    edge = 200  # the filter sees zeros beyond the ends
+    assert (out[edge:-edge] - expected[edge:-edge]).abs().max() < 2e-3
+    assert resampler._kernel(orig, tone.device, tone.dtype) is resampler._kernel(orig, tone.device, tone.dtype)
+
+
+def test_downsampling_removes_content_above_the_new_nyquist() -> None:
+    t = torch.arange(96000) / 96000
+    above = torch.sin(2 * math.pi * 30000.0 * t)  # above 24 kHz, must not alias into the 48 kHz signal
+    out = Resampler(SR)(above[None], 96000)
+    # About -38 dB: the stop-band of the 6-zero-crossing Hann-windowed sinc (torchaudio's default) at 30 kHz.
+    assert out[0, 200:-200].abs().max() < 0.02

@@ -1,0 +1,318 @@
+"""The frozen LAION-CLAP embedder: audio and text into CLAP's joint 512-d space.
+
+Runs laion-clap's own model code (`clap_module`: HTSAT audio branch, RoBERTa text branch, projection heads)
+on weights from a released checkpoint. Two things are done differently from `laion_clap.CLAP_Module`, both
+to stay off the network and fast: the package is imported without its import-time tokenizer downloads, and
+the RoBERTa text branch is built from its fixed configuration instead of `from_pretrained('roberta-base')`.
+The audio path (resampling, mono downmix, 10 s window, optional int16 quantization) is batched tensor code,
+so gradients reach the input waveform.
+
+Importing this module only imports torch; transformers and laion-clap are imported when an embedder is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import itertools
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Sequence
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+
+from text2fx.errors import InputError
+from text2fx.model_files import (
+    ModelFiles,
+    detect_audio_arch,
+    load_clap_state_dict,
+    resolve_model_files,
+)
+from text2fx.resample import Resampler
+
+# laion-clap tokenizes with padding="max_length", truncation=True, max_length=77 (CLAP_Module.tokenizer).
+TEXT_MAX_TOKENS = 77
+EMBEDDING_DIM = 512
+# int16 full scale used by laion-clap's float32_to_int16 / int16_to_float32.
+_INT16_SCALE = 32767.0
+
+
+def clap_module() -> ModuleType:
+    """Return laion-clap's `laion_clap.clap_module` package without executing `laion_clap/__init__.py`.
+
+    `laion_clap/__init__.py` imports `hook.py`, whose `training/data.py` calls `from_pretrained` for three
+    Hugging Face tokenizers at import time: offline that blocks for minutes in huggingface_hub's retry loop,
+    online it downloads tokenizers this project never uses. The model code only lives in the `clap_module`
+    subpackage, which uses relative imports alone, so it is loaded from its files under its real dotted name
+    with no `laion_clap` entry placed in `sys.modules`; a later `import laion_clap` elsewhere still runs the
+    real package normally.
+    """
+    name = "laion_clap.clap_module"
+    if name in sys.modules:
+        return sys.modules[name]
+    if "laion_clap" in sys.modules:
+        # The parent already ran its (slow) initialisation; importing the subpackage normally costs nothing more.
+        return importlib.import_module(name)
+    parent = importlib.util.find_spec("laion_clap")  # locates the package without executing it
+    if parent is None or not parent.submodule_search_locations:
+        raise ImportError("laion-clap is not installed; install it with: pip install laion-clap==1.1.7")
+    folder = Path(next(iter(parent.submodule_search_locations))) / "clap_module"
+    spec = importlib.util.spec_from_file_location(
+        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+            del sys.modules[key]
+        raise
+    return module
+
+
+def roberta_base_config():
+    """The fixed `roberta-base` configuration of CLAP's text branch (a `transformers.RobertaConfig`)."""
+    from transformers import RobertaConfig
+
+    return RobertaConfig(
+        vocab_size=50265,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        hidden_act="gelu",
+    )
+
+
+def create_clap_model(audio_arch: str, *, init_text_branch: bool = True) -> torch.nn.Module:
+    """Build an untrained non-fusion `clap_module.CLAP` (HTSAT `audio_arch` + RoBERTa) on the CPU with
+    laion-clap's `create_model`, randomly initialised as laion-clap does.
+
+    With `init_text_branch=False` the RoBERTa text branch (125 M parameters, most of the model) is built
+    directly on the meta device (nothing allocated or initialised) and the whole model is returned on the
+    meta device, for weights that come from a checkpoint next.
+    """
+    clap = clap_module()
+    from transformers import RobertaModel
+
+    config = roberta_base_config()
+
+    class OfflineRoberta:
+        # CLAP.__init__ calls RobertaModel.from_pretrained('roberta-base'), which downloads ~500 MB of weights
+        # that the CLAP checkpoint replaces anyway; the architecture is fully given by the fixed config.
+        @staticmethod
+        def from_pretrained(*_args, **_kwargs):
+            with torch.device("cpu" if init_text_branch else "meta"):
+                return RobertaModel(config)
+
+    with contextlib.ExitStack() as patches:
+        patches.enter_context(mock.patch.object(clap.model, "RobertaModel", OfflineRoberta))
+        if not init_text_branch:
+            # HTSAT's truncated-normal init is most of its build time (~1.5 s on 2 CPU cores) and every
+            # tensor it fills is overwritten by the checkpoint.
+            patches.enter_context(mock.patch.object(clap.htsat, "trunc_normal_", lambda tensor, *a, **k: tensor))
+        device = torch.device("cpu" if init_text_branch else "meta")
+        model, _ = clap.create_model(audio_arch, "roberta", precision="fp32", device=device)
+    return model
+
+
+def _rebuild_unsaved_buffers(model: torch.nn.Module) -> None:
+    # Non-persistent buffers are not in any checkpoint, so after a meta-device build + assign-load they are
+    # still meta tensors. CLAP's causal mask (unused with RoBERTa) and RoBERTa's position and token-type ids
+    # are the only ones; they are rebuilt as CLAP.__init__ and RobertaEmbeddings.__init__ build them.
+    embeddings = model.text_branch.embeddings
+    positions = torch.arange(embeddings.position_ids.shape[-1]).expand((1, -1))
+    embeddings.position_ids = positions
+    embeddings.token_type_ids = torch.zeros(positions.shape, dtype=torch.long)
+    model.attn_mask = model.build_attention_mask()
+    leftover = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
+    if leftover:
+        raise RuntimeError(f"CLAP tensors not restored from the checkpoint: {leftover[:5]}")
+
+
+def load_clap_model(
+    state: dict[str, torch.Tensor], audio_arch: str, device: torch.device, *, source: str = "checkpoint"
+) -> torch.nn.Module:
+    """Build the `audio_arch` CLAP model from a state dict (see `load_clap_state_dict`), frozen, on `device`."""
+    model = create_clap_model(audio_arch, init_text_branch=False)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        # assign=True adopts the checkpoint tensors instead of copying into freshly initialised ones.
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        summary = " ".join(str(exc).split())[:400]
+        raise InputError(f"{source} does not fit a {audio_arch} CLAP model: {summary}") from None
+    _rebuild_unsaved_buffers(model)
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def default_device() -> torch.device:
+    """The best available device: CUDA, then Apple MPS, then CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class ClapEmbedder:
+    """A frozen LAION-CLAP model, loaded once and reused (satisfies `text2fx.embedder.Embedder`).
+
+    Args:
+        checkpoint: CLAP checkpoint path, or a file name in the `lukewys/laion_clap` Hugging Face repository;
+            default `$TEXT2FX_CLAP_CKPT`, then `630k-audioset-best.pt` (downloaded once into the HF cache).
+        tokenizer: folder holding RoBERTa's `vocab.json` and `merges.txt`; default `$TEXT2FX_CLAP_TOKENIZER`,
+            then the cached `roberta-base` tokenizer (downloaded once).
+        device: `"cpu"`, `"cuda"`, `"mps"`, ...; default: the best available one.
+
+    Attributes:
+        name: checkpoint file name. sample_rate: 48000 (Hz). window_samples: 480000 (10 s at 48 kHz).
+        device: where the model runs. audio_arch: "HTSAT-tiny" or "HTSAT-base" (read from the weights).
+        files: the resolved checkpoint and tokenizer paths.
+
+    Raises:
+        ModelUnavailableError: a model file is missing and cannot be downloaded.
+        InputError: the checkpoint is unreadable, unsafe (pickled code) or not a supported CLAP checkpoint.
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        tokenizer: str | Path | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.files: ModelFiles = resolve_model_files(checkpoint, tokenizer)
+        self.device = torch.device(device) if device is not None else default_device()
+        source = f"CLAP checkpoint {self.files.checkpoint}"
+        state = load_clap_state_dict(self.files.checkpoint)
+        self.audio_arch = detect_audio_arch(state, source=source)
+        self.name = self.files.checkpoint.name
+        self.model = load_clap_model(state, self.audio_arch, self.device, source=source)
+        self.sample_rate: int = self.model.audio_cfg.sample_rate
+        self.window_samples: int = self.model.audio_cfg.clip_samples
+        self.embedding_dim = EMBEDDING_DIM
+
+        from transformers import RobertaTokenizer
+
+        folder = self.files.tokenizer_dir
+        self._tokenizer = RobertaTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+        self._resampler = Resampler(self.sample_rate)
+        self._text_cache: dict[str, torch.Tensor] = {}
+
+    def __repr__(self) -> str:
+        return f"ClapEmbedder(name={self.name!r}, audio_arch={self.audio_arch!r}, device={str(self.device)!r})"
+
+    def model_input(
+        self,
+        audio: torch.Tensor,
+        sample_rate: int,
+        offsets: Sequence[int] | torch.Tensor | None = None,
+        *,
+        quantize: bool = False,
+    ) -> torch.Tensor:
+        """The exact waveform CLAP's audio branch sees: `(batch, channels, samples)` -> `(batch, window_samples)`.
+
+        Mono downmix (channel mean), resampling from `sample_rate` Hz to 48 kHz, then laion-clap's 10 s window:
+        audio shorter than the window is repeated `window // length` times and zero-padded ("repeatpad"), longer
+        audio is cropped at `offsets` (one per item, in samples at `sample_rate`; default 0; ignored when the
+        audio is not longer than the window). `quantize` rounds to int16 steps toward zero as laion-clap's data
+        path does, with a straight-through gradient. Differentiable with respect to `audio`.
+        """
+        if not isinstance(audio, torch.Tensor) or audio.dim() != 3 or audio.shape[-1] == 0 or audio.numel() == 0:
+            shape = tuple(audio.shape) if isinstance(audio, torch.Tensor) else type(audio).__name__
+            raise InputError(f"audio must be a non-empty (batch, channels, samples) tensor, got {shape}")
+        if not audio.is_floating_point():
+            raise InputError(f"audio must be a floating-point tensor, got {audio.dtype}")
+        if int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise InputError(f"sample rate must be a positive integer (Hz), got {sample_rate}")
+        x = audio.to(device=self.device, dtype=torch.float32).mean(dim=1)
+        x = self._resampler(x, int(sample_rate))
+        batch, length = x.shape
+        window = self.window_samples
+        if length > window:
+            x = x.gather(1, self._crop_index(offsets, batch, length, int(sample_rate)))
+        elif length < window:
+            x = F.pad(x.repeat(1, window // length), (0, window - (window // length) * length))
+        if quantize:
+            q = torch.trunc(x.clamp(-1.0, 1.0) * _INT16_SCALE) / _INT16_SCALE
+            x = x + (q - x).detach()
+        return x
+
+    def _crop_index(
+        self, offsets: Sequence[int] | torch.Tensor | None, batch: int, length: int, sample_rate: int
+    ) -> torch.Tensor:
+        """`(batch, window_samples)` gather indices of each item's crop in the 48 kHz signal of `length` samples."""
+        if offsets is None:
+            start = torch.zeros(batch, dtype=torch.long)
+        else:
+            start = torch.as_tensor(offsets).detach().to("cpu").reshape(-1)
+            if start.is_floating_point() or start.numel() != batch:
+                raise InputError(f"offsets must be {batch} integer sample positions, got {offsets!r}")
+            start = start.long() * self.sample_rate // sample_rate
+        last = length - self.window_samples
+        if bool((start < 0).any()) or bool((start > last).any()):
+            raise InputError(
+                f"crop offsets must lie in [0, {last * sample_rate // self.sample_rate}] samples "
+                f"for this audio, got {torch.as_tensor(offsets).tolist()}"
+            )
+        steps = torch.arange(self.window_samples)
+        return (start[:, None] + steps[None, :]).to(self.device)
+
+    def embed_audio(
+        self,
+        audio: torch.Tensor,
+        sample_rate: int,
+        offsets: Sequence[int] | torch.Tensor | None = None,
+        *,
+        quantize: bool = False,
+    ) -> torch.Tensor:
+        """Embed audio `(batch, channels, samples)` at `sample_rate` Hz -> `(batch, 512)`, L2-normalized.
+
+        The window handling is `model_input`'s. The computation after it is `CLAP.get_audio_embedding`'s:
+        audio branch, audio projection, L2 normalisation. Differentiable with respect to `audio`.
+        """
+        x = self.model_input(audio, sample_rate, offsets, quantize=quantize)
+        longer = torch.full((x.shape[0],), audio.shape[-1] * self.sample_rate > self.window_samples * sample_rate)
+        features = self.model.audio_branch(
+            {"waveform": x, "longer": longer.to(self.device)}, mixup_lambda=None, device=self.device
+        )["embedding"]
+        return F.normalize(self.model.audio_projection(features), dim=-1)
+
+    @torch.no_grad()
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embed strings -> `(len(texts), 512)`, L2-normalized, no gradient.
+
+        Each distinct string is encoded once per embedder and cached. Tokenization matches
+        `CLAP_Module.get_text_embedding` (pad/truncate to 77 tokens), whatever the batch size.
+        """
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise InputError("embed_text takes a list of strings")
+        texts = list(texts)
+        missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        if missing:
+            tokens = self._tokenizer(
+                missing, padding="max_length", truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt"
+            )
+            pooled = self.model.text_branch(
+                input_ids=tokens["input_ids"].to(self.device),
+                attention_mask=tokens["attention_mask"].to(self.device),
+            )["pooler_output"]
+            embeddings = F.normalize(self.model.text_projection(pooled), dim=-1)
+            self._text_cache.update(zip(missing, embeddings))
+        if not texts:
+            return torch.empty(0, self.embedding_dim, device=self.device)
+        return torch.stack([self._text_cache[t] for t in texts])
