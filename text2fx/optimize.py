@@ -43,7 +43,9 @@ class Recipe:
         excerpts: for inputs longer than the embedder's window, how many windows (the loudest,
             non-overlapping) the loss is averaged over.
         time_shift: circularly shift each clip by a random amount every step (the paper's augmentation).
-        patience: stop once no candidate has improved its best loss for this many steps (None: never).
+        patience: stop once no candidate has improved its best loss by more than `min_delta` for this many
+            steps (None: never).
+        min_delta: the smallest loss decrease that counts as progress for `patience`.
         check_every: how often (steps) the host looks at the losses: progress reports and the early stop.
             Between checks the loop never waits for the device.
     """
@@ -56,6 +58,7 @@ class Recipe:
     excerpts: int = 3
     time_shift: bool = True
     patience: int | None = 100
+    min_delta: float = 1e-4
     check_every: int = 10
 
     def __post_init__(self) -> None:
@@ -158,7 +161,7 @@ def optimize(
 
     Args:
         chain: an `fx.Chain` (anything with `num_params`, `neutral_unit()` and
-            `process(audio, sample_rate, params_unit)`).
+            `process(audio, sample_rate, params_unit, validate=...)`).
         embedder: the frozen audio-text model.
         excerpts: `(inputs, E, channels, samples)` clips at `sample_rate` Hz, on the embedder's device.
         input_index: for each of the `N` targets, which input it optimizes.
@@ -209,14 +212,16 @@ def optimize(
     best_loss = torch.full((n_cand,), float("inf"), device=device)
     best_u = torch.sigmoid(z.detach()).clone()
     best_step = torch.zeros(n_cand, dtype=torch.long, device=device)
+    progress_loss = torch.full((n_cand,), float("inf"), device=device)
+    progress_step = torch.zeros(n_cand, dtype=torch.long, device=device)
 
+    batch_clips = clips[rows]
     steps_run = 0
     for step in range(recipe.steps):
         u = torch.sigmoid(z)
-        batch = clips[rows]
-        if recipe.time_shift:
-            batch = shifted(batch, shifts[step])
-        processed = chain.process(batch, sample_rate, u.repeat_interleave(n_exc, 0))
+        batch = shifted(batch_clips, shifts[step]) if recipe.time_shift else batch_clips
+        # sigmoid keeps parameters finite and in range: skip the chain's check, which waits for the device.
+        processed = chain.process(batch, sample_rate, u.repeat_interleave(n_exc, 0), validate=False)
         cos, direction = losses(embedder.embed_audio(processed, sample_rate))
         loss = torch.where(cand_directional, direction, cos)
 
@@ -226,6 +231,9 @@ def optimize(
             best_loss = torch.where(better, loss, best_loss)
             best_u = torch.where(better[:, None], u, best_u)
             best_step = torch.where(better, step, best_step)
+            progressed = loss < progress_loss - recipe.min_delta
+            progress_loss = torch.where(progressed, loss, progress_loss)
+            progress_step = torch.where(progressed, step, progress_step)
 
         optimizer.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -235,11 +243,11 @@ def optimize(
         if steps_run % recipe.check_every == 0 or steps_run == recipe.steps:
             if progress is not None:
                 progress(steps_run, recipe.steps, float(best_loss.min()))
-            if recipe.patience is not None and bool((step - best_step >= recipe.patience).all()):
+            if recipe.patience is not None and bool((step - progress_step >= recipe.patience).all()):
                 break
 
     with torch.no_grad():
-        processed = chain.process(clips[rows], sample_rate, best_u.repeat_interleave(n_exc, 0))
+        processed = chain.process(batch_clips, sample_rate, best_u.repeat_interleave(n_exc, 0))
         emb = embedder.embed_audio(processed, sample_rate)
         final_cos, final_dir = losses(emb)
         sim_before = F.cosine_similarity(input_emb[cand_input], cand_text, dim=-1).mean(1)

@@ -65,7 +65,7 @@ def context_seconds(chain) -> float:
     total = 0.0
     for effect in chain:
         tail = getattr(effect, "tail_seconds", None)
-        total += _DEFAULT_TAIL_SECONDS if tail is None else float(tail() if callable(tail) else tail)
+        total += _DEFAULT_TAIL_SECONDS if tail is None else float(tail)
     return total
 
 

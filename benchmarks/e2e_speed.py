@@ -1,0 +1,211 @@
+"""End-to-end speed: the paper's code path (rebuilt here as the baseline) vs the Text2FX engine.
+
+One synthetic 10 s stereo 48 kHz clip, chain EQ -> reverb, cosine loss, Adam lr 0.01, random init.
+
+(a) Baseline, as the paper's code runs it: mono downmix; each step a random circular shift (torch.roll),
+    dasp-pytorch `ParametricEQ` then `NoiseShapedReverb` through `process_normalized(x, sigmoid(params))`,
+    laion-clap `CLAP_Module.get_audio_embedding_from_data(x, use_tensor=True)`, `1 - cos` to the text
+    embedding, backward, Adam step, `loss.item()` for the progress bar; batch 1.
+(b) The engine (`Engine.apply`, preset "paper": 600 steps, lr 0.01, random init, cosine loss), stereo, on
+    the same clip and the same random-weight CLAP checkpoint.
+(c) The engine with 16 prompts in one batch.
+
+Per-step times are medians over timed steps after a warm-up. Time-to-result excludes model loading (reported
+separately) and includes rendering the whole clip. Where a full run would take too long (the CPU),
+time-to-result is extrapolated as (time of a short run) + (remaining steps x per-step time) and marked "est.".
+CLAP weights are random (speed does not depend on them): nothing here measures quality.
+
+    python benchmarks/e2e_speed.py --device cpu            # ~15 min on 2 cores (the baseline's reverb is slow)
+    python benchmarks/e2e_speed.py --device cuda --full    # real 600-step runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SR = 48000
+PROMPTS = [
+    "warm and bright", "tinny", "muffled", "coming through an old telephone", "coming from a cathedral",
+    "dry", "metallic", "cold", "bassy", "ethereal", "spacious", "harsh", "crisp", "deep", "echoey", "mellow",
+]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def clip(seconds: float = 10.0) -> np.ndarray:
+    """Stereo test material: decaying harmonic notes plus noise bursts, 48 kHz."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * SR)) / SR
+    out = np.zeros((2, t.size))
+    for k, f in enumerate([220.0, 277.2, 329.6, 196.0, 246.9, 293.7, 174.6, 261.6] * 3):
+        start = int(k * 0.4 * SR)
+        if start >= t.size:
+            break
+        n = min(t.size - start, SR)
+        tt = np.arange(n) / SR
+        note = sum(np.sin(2 * np.pi * f * h * tt) / h for h in range(1, 5)) * np.exp(-3 * tt)
+        out[0, start : start + n] += 0.6 * note
+        out[1, start : start + n] += 0.4 * note
+    out += 0.02 * rng.standard_normal(out.shape)
+    return (0.5 * out / np.abs(out).max()).astype(np.float32)
+
+
+def baseline_steps(module, audio: np.ndarray, text_emb: torch.Tensor, steps: int, device) -> list[float]:
+    """Run the paper's loop for `steps` steps; returns each step's wall time (s)."""
+    import dasp_pytorch
+
+    eq, reverb = dasp_pytorch.ParametricEQ(sample_rate=SR), dasp_pytorch.NoiseShapedReverb(sample_rate=SR)
+    x = torch.from_numpy(audio).mean(0, keepdim=True)[None].to(device)  # (1, 1, samples): mono, as the paper
+    params = torch.nn.Parameter(torch.randn(1, eq.num_params + reverb.num_params, device=device))
+    optimizer = torch.optim.Adam([params], lr=0.01)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        shift = int(torch.randint(0, x.shape[-1], (1,)))
+        rolled = torch.roll(x, shifts=shift, dims=-1)
+        p = torch.sigmoid(params)
+        y = eq.process_normalized(rolled, p[:, : eq.num_params])
+        y = reverb.process_normalized(y, p[:, eq.num_params :])
+        emb = module.get_audio_embedding_from_data(y[:, 0, :], use_tensor=True)
+        loss = 1 - F.cosine_similarity(emb, text_emb, dim=-1).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        loss.item()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--baseline-steps", type=int, help="timed baseline steps (default: 2 on CPU, 20 on GPU)")
+    ap.add_argument("--short", type=int, help="steps of the short engine runs (default: 3 on CPU, 50 on GPU)")
+    ap.add_argument("--full", action="store_true", help="run the engine's 600 steps for real (default on GPU)")
+    ap.add_argument("--fast-preset", action="store_true",
+                    help="also run the 'fast' preset to the end (default on CPU: the CPU target)")
+    ap.add_argument("--workdir", type=Path, help="keep the random checkpoint here between runs")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    gpu = device.type == "cuda"
+    full = args.full or gpu
+    baseline_n = args.baseline_steps or (20 if gpu else 2)
+    short = args.short or (50 if gpu else 3)
+    fast_preset = args.fast_preset or not gpu
+
+    import text2fx
+    from text2fx.clap import ClapEmbedder
+    from text2fx.testing import laion_reference_module, make_random_clap_checkpoint, make_test_tokenizer
+
+    tmp = tempfile.TemporaryDirectory()
+    workdir = args.workdir or Path(tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint = workdir / "random-tiny.pt"
+    if not checkpoint.exists():
+        make_random_clap_checkpoint(checkpoint, "tiny", seed=0)
+    tokenizer = make_test_tokenizer(workdir / "tokenizer")
+    audio = clip()
+    results: dict = {"device": str(device), "torch": torch.__version__}
+    if gpu:
+        results["gpu"] = torch.cuda.get_device_name(device)
+
+    ours, results["load_engine_s"] = timed(lambda: ClapEmbedder(checkpoint, tokenizer, device=device))
+    module, results["load_baseline_s"] = timed(lambda: laion_reference_module(checkpoint, tokenizer, str(device)))
+    engine = text2fx.Engine(ours)
+
+    text_emb = torch.as_tensor(module.get_text_embedding(["this sound is warm and bright"], use_tensor=True)).to(device)
+    torch.manual_seed(0)
+    times = baseline_steps(module, audio, text_emb.detach(), baseline_n + 1, device)[1:]
+    results["baseline_step_s"] = statistics.median(times)
+    results["baseline_result_s"] = results["baseline_step_s"] * 600  # its loop has no fixed costs to speak of
+    del module
+
+    def apply(prompts, steps, preset="paper"):
+        def run():
+            r = engine.apply(audio, SR, prompts, chain="eq,reverb", preset=preset, steps=steps)
+            sync(device)
+            return r
+        return timed(run)
+
+    apply("warm and bright", 2)  # warm-up: caches, allocator, kernels
+    _, t_short = apply("warm and bright", short)
+    _, t_longer = apply("warm and bright", 2 * short)
+    results["engine_step_s"] = (t_longer - t_short) / short
+    if full:
+        _, results["engine_result_s"] = apply("warm and bright", 600)
+        results["engine_result_estimated"] = False
+    else:
+        results["engine_result_s"] = t_short + (600 - short) * results["engine_step_s"]
+        results["engine_result_estimated"] = True
+
+    if gpu:
+        torch.cuda.reset_peak_memory_stats(device)
+    apply(PROMPTS, 2)
+    _, b_short = apply(PROMPTS, short)
+    _, b_longer = apply(PROMPTS, 2 * short)
+    results["batch16_step_s"] = (b_longer - b_short) / short
+    if full:
+        _, results["batch16_result_s"] = apply(PROMPTS, 600)
+    else:
+        results["batch16_result_s"] = b_short + (600 - short) * results["batch16_step_s"]
+    if gpu:
+        results["batch16_peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+
+    if fast_preset:
+        r, results["fast_preset_s"] = apply("warm and bright", None, preset="fast")
+        results["fast_preset_steps_run"] = r.optimization["steps_run"]
+
+    est = " (est.)" if results["engine_result_estimated"] else ""
+    b, e = results["baseline_step_s"], results["engine_step_s"]
+    rows = [
+        ("model load (s)", results["load_baseline_s"], results["load_engine_s"]),
+        ("one step, batch 1 (ms)", 1000 * b, 1000 * e),
+        ("paper recipe, 600 steps (s)", results["baseline_result_s"], results["engine_result_s"]),
+        ("16 prompts: one step (ms)", 16000 * b, 1000 * results["batch16_step_s"]),
+        ("16 prompts: 600 steps (s)", 16 * results["baseline_result_s"], results["batch16_result_s"]),
+    ]
+    print(f"\ndevice: {results.get('gpu', device)}  torch {torch.__version__}  "
+          f"(baseline: {baseline_n} timed steps; engine: runs of {short} and {2 * short} steps)\n")
+    print("| measure | paper's code path | Text2FX engine | speed-up |")
+    print("|---|---:|---:|---:|")
+    for name, base, ours_v in rows:
+        mark = est if "600" in name else ""
+        base_mark = " (est.)" if "600" in name or "16 prompts" in name else ""
+        print(f"| {name} | {base:,.1f}{base_mark} | {ours_v:,.1f}{mark} | {base / ours_v:,.1f}x |")
+    print(f"\n16 prompts batched vs 1 prompt, per step: {results['batch16_step_s'] / e:.2f}x the time")
+    if "batch16_peak_gpu_gb" in results:
+        print(f"peak GPU memory, 16 prompts: {results['batch16_peak_gpu_gb']:.2f} GB")
+    if fast_preset:
+        print(f"'fast' preset, 10 s stereo clip, to the end: {results['fast_preset_s']:.1f} s "
+              f"({results['fast_preset_steps_run']} steps)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

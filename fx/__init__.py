@@ -1,0 +1,50 @@
+"""fx: differentiable audio effects for Text2FX.
+
+Effects are ``torch.nn.Module`` objects over stateless functions (:mod:`fx.functional`),
+processing ``(batch, channels, samples)`` audio at 8-192 kHz with physical parameters
+described by :class:`ParamSpec`.  :class:`Chain` runs an ordered list of them from one
+unit-space parameter vector and exports/imports settings as plain dicts.
+
+Built-in effects (``type_name``): ``eq`` (:class:`ParametricEQ`), ``reverb``
+(:class:`NoiseReverb`), ``compressor`` (:class:`Compressor`), ``gain`` (:class:`Gain`),
+``distortion`` (:class:`Distortion`).  Add your own with :func:`register_effect`.
+"""
+
+from .chain import Chain
+from .distortion import Distortion
+from .dynamics import Compressor
+from .effect import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    Effect,
+    available_effects,
+    check_audio,
+    check_sample_rate,
+    create_effect,
+    effect_class,
+    register_effect,
+)
+from .eq import ParametricEQ, eq_frequency_response
+from .gain import Gain
+from .params import ParamSpec
+from .reverb import NoiseReverb
+
+__all__ = [
+    "Chain",
+    "Compressor",
+    "Distortion",
+    "Effect",
+    "Gain",
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "NoiseReverb",
+    "ParamSpec",
+    "ParametricEQ",
+    "available_effects",
+    "check_audio",
+    "check_sample_rate",
+    "create_effect",
+    "effect_class",
+    "eq_frequency_response",
+    "register_effect",
+]

@@ -1,0 +1,245 @@
+"""An ordered chain of effects driven by one flat parameter vector in unit space.
+
+Parameter vector: the concatenation, in chain order, of each effect's parameters in its
+``param_specs`` order; every entry in ``[0, 1]`` (``ParamSpec.to_physical`` maps it to
+physical units).  ``Chain.param_specs`` lists ``(effect index, ParamSpec)`` in vector order.
+
+Exported dict (``Chain.to_dict`` / ``Chain.from_dict``), JSON-compatible, physical units::
+
+    {
+      "chain": "eq,reverb",            # the spec: effect type names joined by ","
+      "seed": 0,                       # noise seed of the effects that use one (reverb)
+      "effects": [                     # one entry per effect, in chain order
+        {"type": "eq", "params": {"low_shelf_gain_db": -3.1, "low_shelf_cutoff_freq": 120.0, ...}},
+        {"type": "reverb", "params": {"band0_rt60_s": 1.2, ..., "mix": 25.0}}
+      ]
+    }
+
+Every parameter of every effect must be present, with no extra keys, as a finite number
+inside its ``[min, max]``.  Values are written rounded to 12 significant digits, so
+``to_dict(from_dict(d)) == d`` holds exactly for every dict written by ``to_dict`` (and
+for any dict whose values have at most 12 significant digits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from numbers import Real
+
+import torch
+from torch import Tensor
+
+from .effect import Effect, check_audio, check_sample_rate, create_effect
+from .params import ParamSpec
+
+__all__ = ["Chain"]
+
+_DIGITS = 12
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.{_DIGITS}g}")
+
+
+class Chain(torch.nn.Module):
+    """Ordered effects (any order, repeats allowed); behaves like a list.
+
+    Args:
+        effects: the effects, in processing order.
+        seed: the chain's seed as recorded by :meth:`to_dict` when no effect carries a
+            seed of its own (effects with a ``seed`` attribute define it otherwise).
+    """
+
+    def __init__(self, effects: Sequence[Effect] = (), seed: int = 0):
+        super().__init__()
+        for e in effects:
+            if not isinstance(e, Effect):
+                raise ValueError(f"Chain items must be fx.Effect instances, got {type(e).__name__}")
+        self.effects = torch.nn.ModuleList(effects)
+        self._seed = int(seed)
+
+    @classmethod
+    def from_spec(cls, spec: str, seed: int = 0) -> "Chain":
+        """Build from ``"eq,reverb"`` (names from :func:`fx.available_effects`; ``""`` is the
+        empty chain).  ``seed`` goes to every effect whose constructor takes one."""
+        if not isinstance(spec, str):
+            raise ValueError(f"chain spec must be a string like 'eq,reverb', got {type(spec).__name__}")
+        names = [n.strip() for n in spec.split(",")] if spec.strip() else []
+        if any(not n for n in names):
+            raise ValueError(f"empty effect name in chain spec {spec!r}")
+        return cls([create_effect(n, seed=seed) for n in names], seed=seed)
+
+    # -- list behaviour -------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.effects)
+
+    def __iter__(self) -> Iterator[Effect]:
+        return iter(self.effects)
+
+    def __getitem__(self, i: int | slice) -> Effect | "Chain":
+        if isinstance(i, slice):
+            return Chain(list(self.effects)[i], seed=self._seed)
+        return self.effects[i]
+
+    def append(self, effect: Effect) -> "Chain":
+        if not isinstance(effect, Effect):
+            raise ValueError(f"Chain items must be fx.Effect instances, got {type(effect).__name__}")
+        self.effects.append(effect)
+        return self
+
+    # -- description ----------------------------------------------------------------------
+
+    @property
+    def spec(self) -> str:
+        return ",".join(e.type_name for e in self.effects)
+
+    @property
+    def seed(self) -> int:
+        """The seed shared by the effects that have one, else the chain's own seed."""
+        seeds = {int(e.seed) for e in self.effects if hasattr(e, "seed")}
+        if len(seeds) > 1:
+            raise ValueError(f"effects of chain {self.spec!r} have different seeds {sorted(seeds)}")
+        return seeds.pop() if seeds else self._seed
+
+    @property
+    def num_params(self) -> int:
+        return sum(e.num_params for e in self.effects)
+
+    @property
+    def param_specs(self) -> list[tuple[int, ParamSpec]]:
+        return [(i, s) for i, e in enumerate(self.effects) for s in e.param_specs]
+
+    def neutral_unit(self, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+        """``(num_params,)`` unit-space vector of the neutral settings."""
+        return torch.tensor([s.neutral_unit for _, s in self.param_specs], dtype=dtype, device=device)
+
+    def unit_to_physical(self, u: Tensor) -> list[dict[str, Tensor]]:
+        """``u`` ``(batch, num_params)`` -> one dict per effect of physical ``(batch,)`` tensors.
+        No clamping (``process`` clamps)."""
+        if u.ndim != 2 or u.shape[1] != self.num_params:
+            raise ValueError(f"expected params of shape (batch, {self.num_params}), got {tuple(u.shape)}")
+        out, start = [], 0
+        for e in self.effects:
+            out.append(e.unit_to_physical(u[:, start : start + e.num_params]))
+            start += e.num_params
+        return out
+
+    # -- processing -----------------------------------------------------------------------
+
+    def process(self, audio: Tensor, sample_rate: float, params: Tensor, validate: bool = True) -> Tensor:
+        """Run the chain.
+
+        Args:
+            audio: ``(batch, channels, samples)`` or ``(1, channels, samples)`` (broadcast
+                to the parameter batch).
+            sample_rate: Hz, in ``[8000, 192000]``.
+            params: ``(batch, num_params)`` (or ``(num_params,)`` for batch 1) in unit space;
+                values outside ``[0, 1]`` are clamped (zero gradient outside).  Cast to the
+                audio's device and dtype.
+            validate: check ``params`` for NaN/Inf (``ValueError``); costs one host sync,
+                so a hot loop may pass ``False`` once its inputs are known to be good.
+                Shape and sample-rate checks always run (no sync).
+
+        Returns:
+            ``(batch, channels, samples)``.
+        """
+        check_audio(audio)
+        check_sample_rate(sample_rate)
+        if not isinstance(params, Tensor):
+            raise ValueError(f"params must be a torch.Tensor, got {type(params).__name__}")
+        if params.ndim == 1:
+            params = params[None]
+        if params.ndim != 2 or params.shape[1] != self.num_params or params.shape[0] < 1:
+            raise ValueError(
+                f"params must have shape (batch, {self.num_params}) for chain {self.spec!r}, got {tuple(params.shape)}"
+            )
+        batch = params.shape[0]
+        if audio.shape[0] not in (1, batch):
+            raise ValueError(f"audio batch {audio.shape[0]} does not match params batch {batch} (or 1)")
+        if validate and not bool(torch.isfinite(params).all()):
+            raise ValueError("params contain NaN or Inf")
+        params = params.to(device=audio.device, dtype=audio.dtype).clamp(0.0, 1.0)
+        x = audio.expand(batch, -1, -1)
+        for effect, p in zip(self.effects, self.unit_to_physical(params)):
+            x = effect.process(x, sample_rate, p)
+        return x
+
+    def forward(self, audio: Tensor, sample_rate: float, params: Tensor, validate: bool = True) -> Tensor:
+        return self.process(audio, sample_rate, params, validate)
+
+    # -- export / import ------------------------------------------------------------------
+
+    def to_dict(self, params: Tensor) -> dict:
+        """``params`` ``(num_params,)`` (or ``(1, num_params)``) unit vector -> plain dict in
+        physical units (format in the module docstring).  Values are clamped to ``[0, 1]``
+        first, as :meth:`process` does."""
+        u = torch.as_tensor(params).detach().to("cpu", torch.float64).reshape(-1)
+        if u.shape[0] != self.num_params:
+            raise ValueError(f"expected {self.num_params} params for chain {self.spec!r}, got {tuple(params.shape)}")
+        if not bool(torch.isfinite(u).all()):
+            raise ValueError("params contain NaN or Inf")
+        u = u.clamp(0.0, 1.0)
+        effects, start = [], 0
+        for e in self.effects:
+            vals = {s.name: _round(float(s.to_physical(u[start + j]))) for j, s in enumerate(e.param_specs)}
+            effects.append({"type": e.type_name, "params": vals})
+            start += e.num_params
+        return {"chain": self.spec, "seed": self.seed, "effects": effects}
+
+    @staticmethod
+    def _check_dict(d: dict) -> None:
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a dict, got {type(d).__name__}")
+        for key, typ in (("chain", str), ("effects", list)):
+            if not isinstance(d.get(key), typ):
+                raise ValueError(f"params dict needs {key!r} of type {typ.__name__}")
+        seed = d.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"params dict 'seed' must be an int, got {seed!r}")
+        extra = set(d) - {"chain", "seed", "effects"}
+        if extra:
+            raise ValueError(f"unknown keys in params dict: {sorted(extra)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> tuple["Chain", Tensor]:
+        """Rebuild the chain and its ``(num_params,)`` float64 unit vector from a dict
+        written by :meth:`to_dict` (float64 keeps the round trip exact; cast for processing)."""
+        cls._check_dict(d)
+        chain = cls.from_spec(d["chain"], seed=d.get("seed", 0))
+        return chain, chain.params_from_dict(d)
+
+    def params_from_dict(self, d: dict) -> Tensor:
+        """Unit vector ``(num_params,)`` float64 from a dict for *this* chain; ``ValueError``
+        if the dict is for another chain (spec, seed, effect types, parameter names) or
+        holds a missing, extra, non-finite or out-of-range value."""
+        self._check_dict(d)
+        if d["chain"].replace(" ", "") != self.spec:
+            raise ValueError(f"params dict is for chain {d['chain']!r}, this chain is {self.spec!r}")
+        seeded = any(hasattr(e, "seed") for e in self.effects)
+        if seeded and d.get("seed", 0) != self.seed:
+            raise ValueError(f"params dict has seed {d.get('seed', 0)}, this chain has seed {self.seed}")
+        if len(d["effects"]) != len(self.effects):
+            raise ValueError(f"params dict has {len(d['effects'])} effects, chain {self.spec!r} has {len(self)}")
+        units = []
+        for i, (e, entry) in enumerate(zip(self.effects, d["effects"])):
+            if not isinstance(entry, dict) or entry.get("type") != e.type_name or not isinstance(entry.get("params"), dict):
+                raise ValueError(f"effect {i} of params dict must be {{'type': {e.type_name!r}, 'params': {{...}}}}")
+            p = entry["params"]
+            names = set(e.param_names)
+            if set(p) != names:
+                raise ValueError(
+                    f"effect {i} ({e.type_name}): missing {sorted(names - set(p))}, unknown {sorted(set(p) - names)}"
+                )
+            for s in e.param_specs:
+                v = p[s.name]
+                if isinstance(v, bool) or not isinstance(v, Real) or not s.contains(float(v)):
+                    raise ValueError(
+                        f"effect {i} ({e.type_name}): {s.name}={v!r} is not a number in [{s.min}, {s.max}] {s.unit}"
+                    )
+                units.append(min(max(float(s.to_unit(torch.tensor(float(v), dtype=torch.float64))), 0.0), 1.0))
+        return torch.tensor(units, dtype=torch.float64)
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec!r}, num_params={self.num_params}"

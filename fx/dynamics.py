@@ -1,0 +1,37 @@
+"""Compressor with real attack and release (over ``torchcomp``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from . import functional as F
+from .effect import Effect, check_audio, check_sample_rate, register_effect
+from .params import ParamSpec
+
+__all__ = ["Compressor"]
+
+
+@register_effect
+class Compressor(Effect):
+    """See :func:`fx.functional.compressor`.  Neutral: threshold 0 dBFS, ratio 1, makeup 0 dB."""
+
+    type_name = "compressor"
+    # Five of the longest release time constants: the envelope has forgotten the past to < 1 %.
+    tail_seconds = 10.0
+    param_specs = (
+        ParamSpec("threshold_db", "dB", -60.0, 0.0, "linear", 0.0, "level above which gain is reduced"),
+        ParamSpec("ratio", "", 1.0, 20.0, "log", 1.0, "input/output level ratio above threshold"),
+        ParamSpec("attack_ms", "ms", 0.1, 100.0, "log", 10.0, "gain reduction time (10-90 %)"),
+        ParamSpec("release_ms", "ms", 10.0, 2000.0, "log", 100.0, "gain recovery time (10-90 %)"),
+        ParamSpec("makeup_gain_db", "dB", 0.0, 24.0, "linear", 0.0, "gain after compression"),
+    )
+
+    def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
+        check_audio(audio)
+        check_sample_rate(sample_rate)
+        p = self.batch_params(params, audio.shape[0], audio)
+        return F.compressor(
+            audio, sample_rate, p["threshold_db"], p["ratio"], p["attack_ms"], p["release_ms"], p["makeup_gain_db"]
+        )

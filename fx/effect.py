@@ -1,0 +1,206 @@
+"""Effect base class, input validation and the effect registry.
+
+An :class:`Effect` is a thin ``torch.nn.Module`` over a stateless function of
+:mod:`fx.functional`.  It declares its parameters as a tuple of :class:`~fx.params.ParamSpec`
+and processes ``(batch, channels, samples)`` audio with a dict of *physical* parameter
+values, each a ``(batch,)`` tensor.
+
+Registering your own differentiable effect::
+
+    import fx
+
+    @fx.register_effect
+    class Tremolo(fx.Effect):
+        type_name = "tremolo"
+        param_specs = (fx.ParamSpec("depth", "", 0.0, 1.0, "linear", 0.0),)
+
+        def process(self, audio, sample_rate, params):
+            fx.check_audio(audio)
+            fx.check_sample_rate(sample_rate)
+            t = torch.arange(audio.shape[-1], device=audio.device) / sample_rate
+            depth = params["depth"].view(-1, 1, 1)
+            return audio * (1 - depth * 0.5 * (1 - torch.cos(2 * math.pi * 5 * t)))
+
+    chain = fx.Chain.from_spec("eq,tremolo")
+
+The effect must be differentiable w.r.t. its parameters, accept any channel count and
+every sample rate in ``[MIN_SAMPLE_RATE, MAX_SAMPLE_RATE]``, and return audio of the input
+shape.  An effect whose ``__init__`` takes a ``seed`` keyword receives the chain's seed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from .params import ParamSpec
+
+__all__ = [
+    "Effect",
+    "register_effect",
+    "available_effects",
+    "create_effect",
+    "effect_class",
+    "check_audio",
+    "check_sample_rate",
+    "MIN_SAMPLE_RATE",
+    "MAX_SAMPLE_RATE",
+]
+
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+
+
+def check_sample_rate(sample_rate: float) -> None:
+    """Raise ``ValueError`` unless ``sample_rate`` is a number in ``[8000, 192000]`` Hz."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)):
+        raise ValueError(f"sample_rate must be a number in Hz, got {type(sample_rate).__name__}")
+    if not (MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE):
+        raise ValueError(
+            f"sample_rate {sample_rate} Hz outside the supported range "
+            f"[{MIN_SAMPLE_RATE}, {MAX_SAMPLE_RATE}]"
+        )
+
+
+def check_audio(audio: Tensor) -> None:
+    """Raise ``ValueError`` unless ``audio`` is a floating tensor ``(batch, channels, samples)``
+    with at least one of each.  Shape checks only: no host synchronisation."""
+    if not isinstance(audio, Tensor):
+        raise ValueError(f"audio must be a torch.Tensor, got {type(audio).__name__}")
+    if audio.ndim != 3:
+        raise ValueError(
+            f"audio must have shape (batch, channels, samples), got {audio.ndim} dims {tuple(audio.shape)}"
+        )
+    if min(audio.shape) < 1:
+        raise ValueError(f"audio must be non-empty in every dim, got shape {tuple(audio.shape)}")
+    if not audio.is_floating_point():
+        raise ValueError(f"audio must be a floating-point tensor, got {audio.dtype}")
+
+
+class Effect(torch.nn.Module):
+    """Base class of all effects.
+
+    Subclasses set ``type_name`` (registry key) and ``param_specs`` (class or instance
+    attribute) and implement :meth:`process`.  ``forward`` is ``process``.
+
+    ``tail_seconds`` is the effect's memory: how far back (s) input still shapes the output (reverb length,
+    filter ring-out, envelope release). Chunked rendering feeds each chunk that much earlier audio, so its
+    output equals processing the whole input at once. ``None`` means unknown (a safe default is assumed).
+    """
+
+    type_name: ClassVar[str]
+    param_specs: tuple[ParamSpec, ...]
+    tail_seconds: float | None = None
+
+    def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
+        """Apply the effect.
+
+        Args:
+            audio: ``(batch, channels, samples)``.
+            sample_rate: Hz, in ``[8000, 192000]``.
+            params: physical value per parameter name, each ``(batch,)`` (floats broadcast).
+
+        Returns:
+            ``(batch, channels, samples)``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+
+    def forward(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
+        return self.process(audio, sample_rate, params)
+
+    @property
+    def num_params(self) -> int:
+        return len(self.param_specs)
+
+    @property
+    def param_names(self) -> list[str]:
+        return [s.name for s in self.param_specs]
+
+    def neutral_params(
+        self, batch: int = 1, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> dict[str, Tensor]:
+        """Physical neutral parameters, each ``(batch,)``."""
+        return {s.name: torch.full((batch,), s.neutral, device=device, dtype=dtype) for s in self.param_specs}
+
+    def unit_to_physical(self, u: Tensor) -> dict[str, Tensor]:
+        """``u`` ``(batch, num_params)`` in unit space -> dict of physical ``(batch,)`` tensors."""
+        if u.ndim != 2 or u.shape[1] != self.num_params:
+            raise ValueError(
+                f"{self.type_name}: expected unit params of shape (batch, {self.num_params}), got {tuple(u.shape)}"
+            )
+        return {s.name: s.to_physical(u[:, i]) for i, s in enumerate(self.param_specs)}
+
+    def physical_to_unit(self, params: Mapping[str, Tensor | float]) -> Tensor:
+        """Dict of physical values (each ``(batch,)`` or scalar) -> ``(batch, num_params)`` unit tensor."""
+        missing = [s.name for s in self.param_specs if s.name not in params]
+        if missing:
+            raise ValueError(f"{self.type_name}: missing parameters {missing}")
+        cols = [s.to_unit(torch.as_tensor(params[s.name])) for s in self.param_specs]
+        return torch.stack(torch.broadcast_tensors(*[c.reshape(-1) for c in cols]), dim=1)
+
+    def batch_params(
+        self, params: Mapping[str, Tensor | float], batch: int, like: Tensor
+    ) -> dict[str, Tensor]:
+        """Check that every parameter is present and broadcast each to ``(batch,)`` on the
+        device/dtype of ``like``.  Floats and 0-d/1-element tensors are broadcast."""
+        out = {}
+        for s in self.param_specs:
+            if s.name not in params:
+                raise ValueError(f"{self.type_name}: missing parameter {s.name!r} (expected {self.param_names})")
+            v = torch.as_tensor(params[s.name], device=like.device, dtype=like.dtype).reshape(-1)
+            if v.shape[0] not in (1, batch):
+                raise ValueError(
+                    f"{self.type_name}: parameter {s.name!r} has batch {v.shape[0]}, audio has batch {batch}"
+                )
+            out[s.name] = v.expand(batch)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"type_name={self.type_name!r}, num_params={self.num_params}"
+
+
+_REGISTRY: dict[str, type[Effect]] = {}
+
+
+def register_effect(cls: type[Effect]) -> type[Effect]:
+    """Class decorator: make ``cls`` available under ``cls.type_name`` to
+    :func:`create_effect` and ``Chain.from_spec``.  Re-registering the same name with a
+    different class raises ``ValueError`` (re-running the same class definition, e.g. in a
+    notebook, replaces the entry)."""
+    if not (isinstance(cls, type) and issubclass(cls, Effect)):
+        raise ValueError(f"register_effect expects an Effect subclass, got {cls!r}")
+    name = getattr(cls, "type_name", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"{cls.__name__}.type_name must be an identifier string, got {name!r}")
+    known = _REGISTRY.get(name)
+    if known is not None and known is not cls and known.__qualname__ != cls.__qualname__:
+        raise ValueError(f"effect type {name!r} is already registered by {known.__qualname__}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def available_effects() -> list[str]:
+    """Registered effect type names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def effect_class(name: str) -> type[Effect]:
+    """The registered class for ``name``; ``ValueError`` listing the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown effect {name!r}; available: {', '.join(available_effects())}") from None
+
+
+def create_effect(name: str, **kwargs) -> Effect:
+    """Instantiate the registered effect ``name``.  A ``seed`` keyword is passed only to
+    effects whose constructor accepts one (effects with noise), and dropped otherwise."""
+    cls = effect_class(name)
+    if "seed" in kwargs and "seed" not in inspect.signature(cls.__init__).parameters:
+        kwargs = {k: v for k, v in kwargs.items() if k != "seed"}
+    return cls(**kwargs)
+

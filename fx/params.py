@@ -1,0 +1,86 @@
+"""Parameter descriptions and the mapping between unit space and physical units.
+
+Every effect parameter is described by a :class:`ParamSpec`.  The optimizer works in
+*unit space*: one number in ``[0, 1]`` per parameter.  ``ParamSpec.to_physical`` maps it
+to the physical value (dB, Hz, s, ...) and ``ParamSpec.to_unit`` maps back.  Parameters
+with ``scale="log"`` (frequencies, times, Q, ratios) are mapped geometrically so that a
+fixed step in unit space is a fixed *ratio* (e.g. octaves) in physical units.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["ParamSpec", "SCALES"]
+
+SCALES = ("linear", "log")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """Description of one effect parameter.
+
+    Attributes:
+        name: identifier, unique within its effect, e.g. ``"low_shelf_gain_db"``.
+        unit: physical unit: ``"dB"``, ``"Hz"``, ``""``, ``"s"``, ``"ms"``, ``"%"``, ...
+        min: smallest physical value.
+        max: largest physical value.
+        scale: ``"linear"`` or ``"log"`` (log requires ``min > 0``).
+        neutral: physical value that leaves the audio unchanged (or as close as possible).
+        description: one line for humans.
+    """
+
+    name: str
+    unit: str
+    min: float
+    max: float
+    scale: str
+    neutral: float
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"ParamSpec name must be an identifier, got {self.name!r}")
+        if self.scale not in SCALES:
+            raise ValueError(f"ParamSpec {self.name}: scale must be one of {SCALES}, got {self.scale!r}")
+        if not (math.isfinite(self.min) and math.isfinite(self.max) and self.min < self.max):
+            raise ValueError(f"ParamSpec {self.name}: need finite min < max, got [{self.min}, {self.max}]")
+        if self.scale == "log" and self.min <= 0:
+            raise ValueError(f"ParamSpec {self.name}: log scale needs min > 0, got {self.min}")
+        if not self.min <= self.neutral <= self.max:
+            raise ValueError(
+                f"ParamSpec {self.name}: neutral {self.neutral} outside [{self.min}, {self.max}]"
+            )
+
+    def to_physical(self, u: Tensor | float) -> Tensor:
+        """Map unit-space values ``u`` (any shape, nominally in ``[0, 1]``) to physical units.
+
+        No clamping: values outside ``[0, 1]`` extrapolate (callers clamp when needed).
+        """
+        u = torch.as_tensor(u)
+        if self.scale == "log":
+            lo, hi = math.log(self.min), math.log(self.max)
+            return torch.exp(lo + u * (hi - lo))
+        return self.min + u * (self.max - self.min)
+
+    def to_unit(self, x: Tensor | float) -> Tensor:
+        """Map physical values ``x`` (any shape) to unit space; exact inverse of :meth:`to_physical`."""
+        x = torch.as_tensor(x)
+        if self.scale == "log":
+            lo, hi = math.log(self.min), math.log(self.max)
+            return (torch.log(x) - lo) / (hi - lo)
+        return (x - self.min) / (self.max - self.min)
+
+    @property
+    def neutral_unit(self) -> float:
+        """The neutral value in unit space (a Python float, computed in float64)."""
+        return float(self.to_unit(torch.tensor(self.neutral, dtype=torch.float64)))
+
+    def contains(self, x: float, rel_tol: float = 1e-9) -> bool:
+        """True when the physical value ``x`` lies in ``[min, max]`` (with a relative tolerance)."""
+        tol = rel_tol * max(abs(self.min), abs(self.max))
+        return math.isfinite(x) and self.min - tol <= x <= self.max + tol

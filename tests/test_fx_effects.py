@@ -1,0 +1,247 @@
+"""Per-effect checks: neutrality, EQ accuracy, gradients, dynamics, validation."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+import fx
+from fx import functional as F
+
+SAMPLE_RATES = [8000, 22050, 44100, 48000, 96000, 192000]
+CHANNELS = [1, 2, 6]
+EFFECTS = ["eq", "reverb", "compressor", "gain", "distortion"]
+
+
+def _noise(batch, channels, seconds, sr, seed=0, level=0.3):
+    g = torch.Generator().manual_seed(seed)
+    return level * torch.randn(batch, channels, int(seconds * sr), generator=g)
+
+
+def _random_physical(effect, batch, seed):
+    """Random interior settings (unit values in [0.15, 0.85])."""
+    g = torch.Generator().manual_seed(seed)
+    u = 0.15 + 0.7 * torch.rand(batch, effect.num_params, generator=g)
+    return effect.unit_to_physical(u)
+
+
+@pytest.mark.parametrize("name", EFFECTS)
+@pytest.mark.parametrize("sr", SAMPLE_RATES)
+@pytest.mark.parametrize("channels", CHANNELS)
+def test_neutral_returns_input(name, sr, channels):
+    # the reverb's neutrality does not depend on its IR length; a short IR keeps the
+    # 18 noise tables of this matrix cheap (the default length is covered in test_fx_chain)
+    effect = fx.NoiseReverb(ir_length_s=0.5) if name == "reverb" else fx.create_effect(name)
+    x = _noise(2, channels, 0.1, sr)
+    y = effect.process(x, sr, effect.neutral_params(2))
+    assert y.shape == x.shape
+    assert (y - x).abs().max().item() < 1e-4
+
+
+# ---------------------------------------------------------------------------------------
+# EQ accuracy vs a float64 RBJ biquad cascade (scipy)
+# ---------------------------------------------------------------------------------------
+
+
+def _rbj_sos(kind, gain_db, f0, q, sr):
+    """RBJ Audio-EQ-Cookbook biquad in float64 (independent of dasp)."""
+    a_ = 10 ** (gain_db / 40)
+    w0 = 2 * math.pi * f0 / sr
+    alpha = math.sin(w0) / (2 * q)
+    c = math.cos(w0)
+    sa = math.sqrt(a_)
+    if kind == "peaking":
+        b = [1 + alpha * a_, -2 * c, 1 - alpha * a_]
+        a = [1 + alpha / a_, -2 * c, 1 - alpha / a_]
+    elif kind == "low_shelf":
+        b = [a_ * ((a_ + 1) - (a_ - 1) * c + 2 * sa * alpha), 2 * a_ * ((a_ - 1) - (a_ + 1) * c),
+             a_ * ((a_ + 1) - (a_ - 1) * c - 2 * sa * alpha)]
+        a = [(a_ + 1) + (a_ - 1) * c + 2 * sa * alpha, -2 * ((a_ - 1) + (a_ + 1) * c),
+             (a_ + 1) + (a_ - 1) * c - 2 * sa * alpha]
+    else:
+        b = [a_ * ((a_ + 1) + (a_ - 1) * c + 2 * sa * alpha), -2 * a_ * ((a_ - 1) + (a_ + 1) * c),
+             a_ * ((a_ + 1) + (a_ - 1) * c - 2 * sa * alpha)]
+        a = [(a_ + 1) - (a_ - 1) * c + 2 * sa * alpha, 2 * ((a_ - 1) - (a_ + 1) * c),
+             (a_ + 1) - (a_ - 1) * c - 2 * sa * alpha]
+    return np.array(b + a) / a[0]
+
+
+EQ_SETTINGS = [
+    # (gain dB, freq Hz, Q) per section: low shelf, band0..3, high shelf
+    [(6.0, 120.0, 0.707), (-8.0, 400.0, 2.0), (4.0, 3000.0, 1.0), (-5.0, 9000.0, 3.0), (3.0, 14000.0, 0.8), (-6.0, 8000.0, 0.707)],
+    [(-12.0, 60.0, 0.5), (15.0, 1000.0, 6.0), (-20.0, 2500.0, 0.3), (10.0, 10000.0, 1.5), (-3.0, 16000.0, 4.0), (8.0, 5000.0, 1.2)],
+    [(0.0, 200.0, 0.707), (3.0, 150.0, 0.1), (0.0, 4000.0, 1.0), (-2.0, 11000.0, 0.7), (0.0, 13000.0, 1.0), (2.0, 12000.0, 2.0)],
+]
+KINDS = ["low_shelf", "peaking", "peaking", "peaking", "peaking", "high_shelf"]
+
+
+def _eq_params(setting):
+    p = {}
+    for sec, (g, f, q) in zip(F.EQ_SECTIONS, setting):
+        p[f"{sec}_gain_db"], p[f"{sec}_cutoff_freq"], p[f"{sec}_q_factor"] = g, f, q
+    return p
+
+
+@pytest.mark.parametrize("sr", [32000, 44100, 48000, 96000])
+@pytest.mark.parametrize("setting", range(len(EQ_SETTINGS)))
+def test_eq_matches_rbj_cascade(sr, setting):
+    s = EQ_SETTINGS[setting]
+    sos = np.stack([_rbj_sos(k, g, min(f, 0.45 * sr), q, sr) for k, (g, f, q) in zip(KINDS, s)])
+    n = sr  # 1 s impulse: every response here has decayed far below 0.1 dB by then
+    x = torch.zeros(1, 1, n)
+    x[..., 0] = 1.0
+    eq = fx.ParametricEQ()
+    h = eq.process(x, sr, _eq_params(s))[0, 0].double().numpy()
+    freqs = np.fft.rfftfreq(n, 1 / sr)
+    band = (freqs >= 20) & (freqs <= 0.45 * sr)
+    got = 20 * np.log10(np.abs(np.fft.rfft(h))[band])
+    _, ref = scipy.signal.sosfreqz(sos, worN=freqs[band], fs=sr)
+    ref = 20 * np.log10(np.abs(ref))
+    assert np.max(np.abs(got - ref)) < 0.1
+    # the analytic response used for plots agrees too
+    f2, mag = fx.eq_frequency_response(_eq_params(s), sr, n_freqs=256, f_min=20.0)
+    _, ref2 = scipy.signal.sosfreqz(sos, worN=f2.numpy(), fs=sr)
+    assert np.max(np.abs(mag.numpy() - 20 * np.log10(np.abs(ref2)))) < 0.01
+
+
+def test_eq_frequency_response_accepts_unit_vectors():
+    eq = fx.ParametricEQ()
+    p = _eq_params(EQ_SETTINGS[0])
+    u = eq.physical_to_unit(p)[0]
+    f1, m1 = fx.eq_frequency_response(p, 48000, n_freqs=128)
+    f2, m2 = fx.eq_frequency_response(u, 48000, n_freqs=128)
+    _, m3 = fx.eq_frequency_response(torch.stack([u, u]), 48000, n_freqs=128)
+    assert torch.allclose(f1, f2) and m1.shape == (128,) and m3.shape == (2, 128)
+    assert torch.allclose(m1, m2, atol=1e-6) and torch.allclose(m3[1], m1, atol=1e-6)
+    neutral = fx.eq_frequency_response(eq.param_specs and {s.name: s.neutral for s in eq.param_specs}, 48000)[1]
+    assert neutral.abs().max() < 1e-9
+
+
+def test_eq_band_frequency_clamped_below_nyquist():
+    eq = fx.ParametricEQ()
+    p = eq.neutral_params(1)
+    p["band3_gain_db"] = torch.tensor([12.0])
+    p["band3_cutoff_freq"] = torch.tensor([15000.0])  # above Nyquist at 8 kHz
+    x = _noise(1, 1, 0.5, 8000)
+    y = eq.process(x, 8000, p)
+    assert torch.isfinite(y).all()
+    p2 = dict(p, band3_cutoff_freq=torch.tensor([0.45 * 8000]))
+    assert torch.allclose(y, eq.process(x, 8000, p2))
+    _, mag = fx.eq_frequency_response({k: v.item() for k, v in p.items()}, 8000, n_freqs=64)
+    assert mag.max().item() == pytest.approx(12.0, abs=0.5)
+
+
+# ---------------------------------------------------------------------------------------
+# Gradients
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", EFFECTS)
+def test_gradients_finite_and_nonzero(name):
+    sr = 48000
+    effect = fx.create_effect(name)
+    x = _noise(2, 2, 0.25, sr)
+    u = (0.15 + 0.7 * torch.rand(2, effect.num_params, generator=torch.Generator().manual_seed(3))).requires_grad_()
+    y = effect.process(x, sr, effect.unit_to_physical(u))
+    # a loss that depends on level and spectrum, like an embedding would
+    spec = torch.fft.rfft(y, dim=-1).abs()
+    loss = spec.pow(0.5).mean() + y.square().mean()
+    loss.backward()
+    g = u.grad
+    assert torch.isfinite(g).all()
+    zero = [s.name for i, s in enumerate(effect.param_specs) if (g[:, i] == 0).any()]
+    assert not zero, f"zero gradient for {zero}"
+
+
+def test_compressor_gradients_finite_at_range_edges():
+    comp = fx.Compressor()
+    x = _noise(3, 2, 0.1, 44100, level=0.5)
+    u = torch.tensor([[0.0] * 5, [1.0] * 5, [0.5] * 5], requires_grad=True)
+    comp.process(x, 44100, comp.unit_to_physical(u)).sum().backward()
+    assert torch.isfinite(u.grad).all()
+
+
+# ---------------------------------------------------------------------------------------
+# Compressor, distortion, gain behaviour
+# ---------------------------------------------------------------------------------------
+
+
+def _burst(sr):
+    t = torch.arange(int(0.6 * sr)) / sr
+    env = torch.where((t > 0.1) & (t < 0.3), 1.0, 0.05)
+    return (env * torch.sin(2 * math.pi * 440 * t)).view(1, 1, -1)
+
+
+@pytest.mark.parametrize("sr", [16000, 48000])
+def test_compressor_attack_and_release_act(sr):
+    comp = fx.Compressor()
+    x = _burst(sr)
+
+    def run(attack, release):
+        p = dict(threshold_db=-30.0, ratio=8.0, attack_ms=attack, release_ms=release, makeup_gain_db=0.0)
+        return comp.process(x, sr, p)
+
+    fast = run(1.0, 20.0)
+    # steady state inside the burst: 0 dBFS-peak sine (~-3 dB) above -30 dB at 8:1
+    seg = slice(int(0.2 * sr), int(0.29 * sr))
+    level_db = 20 * math.log10(fast[..., seg].abs().max().item())
+    assert -30 < level_db < -20
+    # attack: a slow attack lets the onset through louder
+    onset = slice(int(0.1 * sr), int(0.11 * sr))
+    assert run(50.0, 20.0)[..., onset].abs().max() > 2 * fast[..., onset].abs().max()
+    # release: after the burst, a long release keeps the gain reduced (quieter)
+    after = slice(int(0.32 * sr), int(0.4 * sr))
+    assert run(1.0, 1000.0)[..., after].abs().max() < 0.5 * fast[..., after].abs().max()
+
+
+@pytest.mark.parametrize("drive_db", [0.0, 12.0, 30.0])
+def test_distortion_level_compensated_at_reference_level(drive_db):
+    x = 0.1 * torch.randn(1, 2, 200_000, generator=torch.Generator().manual_seed(0))  # -20 dBFS RMS noise
+    y = fx.Distortion().process(x, 48000, {"drive_db": drive_db, "mix": 100.0})
+    assert y.square().mean().sqrt().item() == pytest.approx(0.1, rel=0.02)
+
+
+def test_distortion_adds_harmonics_and_is_memoryless():
+    sr = 48000
+    t = torch.arange(sr // 4) / sr
+    x = (0.5 * torch.sin(2 * math.pi * 1000 * t)).view(1, 1, -1)
+    y = fx.Distortion().process(x, sr, {"drive_db": 30.0, "mix": 100.0})
+    spec = torch.fft.rfft(y[0, 0]).abs()
+    assert spec[3 * 250] > 0.1 * spec[250]  # strong 3rd harmonic (bin = 4 Hz)
+    # no statistics over the clip: a piece processed alone equals the same piece of the whole
+    part = fx.Distortion().process(x[..., :1000], sr, {"drive_db": 30.0, "mix": 100.0})
+    assert torch.equal(part, y[..., :1000])
+
+
+def test_gain_is_exact():
+    x = _noise(2, 2, 0.05, 8000)
+    y = fx.Gain().process(x, 8000, {"gain_db": torch.tensor([20.0, -20.0])})
+    assert torch.allclose(y[0], 10 * x[0]) and torch.allclose(y[1], 0.1 * x[1])
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", EFFECTS)
+def test_effect_rejects_bad_input(name):
+    effect = fx.create_effect(name)
+    p = effect.neutral_params(1)
+    with pytest.raises(ValueError, match="shape"):
+        effect.process(torch.zeros(2, 100), 16000, p)
+    with pytest.raises(ValueError, match="sample_rate"):
+        effect.process(torch.zeros(1, 1, 100), 4000, p)
+    with pytest.raises(ValueError, match="sample_rate"):
+        effect.process(torch.zeros(1, 1, 100), 384000, p)
+    with pytest.raises(ValueError, match="missing"):
+        effect.process(torch.zeros(1, 1, 100), 16000, {})
+    with pytest.raises(ValueError, match="batch"):
+        effect.process(torch.zeros(2, 1, 100), 16000, effect.neutral_params(3))
+
+
+def test_unknown_effect_name_lists_known_ones():
+    with pytest.raises(ValueError, match="reverb"):
+        fx.create_effect("flanger9000")
