@@ -20,7 +20,7 @@ class SpectralTestEmbedder:
 
     name = "spectral-test-double"
 
-    def __init__(self, sample_rate: int = 16000, window_seconds: float = 1.0, dim: int = 32, bands: int = 24,
+    def __init__(self, sample_rate: int = 16000, window_seconds: float = 1.0, dim: int = 32, bands: int = 32,
                  seed: int = 0, device: str = "cpu"):
         self.sample_rate = sample_rate
         self.window_samples = int(window_seconds * sample_rate)
@@ -46,7 +46,8 @@ class SpectralTestEmbedder:
         x = self._fit_window(audio.to(self.device), sample_rate, offsets).mean(1)  # (batch, samples)
         spectrum = torch.fft.rfft(x).abs().square()
         freqs = torch.fft.rfftfreq(x.shape[-1], 1.0 / sample_rate).to(self.device)
-        edges = torch.logspace(math.log10(50.0), math.log10(min(7000.0, sample_rate / 2)), self.bands + 1)
+        # bands up to Nyquist, so every effect parameter has a real (not float-noise) gradient
+        edges = torch.logspace(math.log10(20.0), math.log10(0.99 * sample_rate / 2), self.bands + 1)
         band = torch.bucketize(freqs, edges.to(self.device)) - 1
         valid = (band >= 0) & (band < self.bands)
         energies = torch.zeros(x.shape[0], self.bands, device=self.device).index_add(

@@ -156,11 +156,14 @@ def _progress(quiet: bool, label: str):
 
 
 def _format_settings(result) -> list[str]:
+    import textwrap
+
     lines = []
     for effect, units in zip(result.params["effects"], result.units):
         parts = [f"{name} {value:.3g}{(' ' + units[name]) if units.get(name) else ''}"
                  for name, value in effect["params"].items()]
-        lines.append(f"  {effect['type']:<11} " + ", ".join(parts))
+        lines += textwrap.wrap(", ".join(parts), width=100, initial_indent=f"  {effect['type']:<11} ",
+                               subsequent_indent=" " * 14)
     return lines
 
 

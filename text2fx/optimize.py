@@ -106,6 +106,8 @@ class Outcome:
         steps_run: steps actually taken (fewer than asked after an early stop).
         similarity_before: cosine similarity of the input to the prompt (mean over excerpts).
         similarity_after: the same for the processed input.
+        candidate: which of the target's candidates was kept (restarts first; for loss "best" the
+            cosine restarts, then the directional ones).
         candidates: per candidate, its loss kind and final cosine/directional losses (for reports).
     """
 
@@ -117,6 +119,7 @@ class Outcome:
     steps_run: int
     similarity_before: float
     similarity_after: float
+    candidate: int
     candidates: list[dict]
 
 
@@ -143,6 +146,17 @@ def initial_logits(
     if init == "neutral":
         z[0] = torch.logit(neutral_unit.detach().cpu().float().clamp(_NEUTRAL_MARGIN, 1 - _NEUTRAL_MARGIN))
     return z
+
+
+def draw_randomness(
+    neutral_unit: torch.Tensor, candidates: int, clips: int, length: int, recipe: Recipe, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Everything random in a run, drawn up front from `seed` on the CPU: starting logits
+    `(candidates, P)` and, with time shifts, the shift of every clip at every step `(steps, clips)`."""
+    generator = torch.Generator().manual_seed(seed)
+    z = initial_logits(neutral_unit, candidates, recipe.init, generator)
+    shifts = torch.randint(0, length, (recipe.steps, clips), generator=generator) if recipe.time_shift else None
+    return z, shifts
 
 
 def optimize(
@@ -201,11 +215,10 @@ def optimize(
         direction = (1.0 - F.cosine_similarity(emb - cand_input_emb, cand_text - cand_anchor, dim=-1)).mean(1)
         return cos, direction
 
-    generator = torch.Generator().manual_seed(seed)
-    z = initial_logits(chain.neutral_unit(), n_targets * k, recipe.init, generator)
+    z, shifts = draw_randomness(chain.neutral_unit(), n_cand, n_cand * n_exc, length, recipe, seed)
     z = z.to(device).requires_grad_(True)
-    if recipe.time_shift:
-        shifts = torch.randint(0, length, (recipe.steps, n_cand * n_exc), generator=generator).to(device)
+    if shifts is not None:
+        shifts = shifts.to(device)
 
     optimizer = torch.optim.Adam([z], lr=recipe.lr)
     history = torch.empty(recipe.steps, n_cand, device=device)
@@ -272,6 +285,7 @@ def optimize(
                 steps_run=steps_run,
                 similarity_before=float(sim_before[c]),
                 similarity_after=float(1.0 - final_cos[c]),
+                candidate=c - t * k,
                 candidates=[
                     {
                         "loss": "directional" if kinds[j] else "cosine",
