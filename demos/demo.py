@@ -25,9 +25,9 @@ HERE = Path(__file__).parent
 SR = 44100
 # Two prompts per chain, from the paper's listener study (paper_prompts.tsv holds all 60).
 DEMO_PROMPTS = {
-    "eq": ["coming through an old telephone", "warm and full-bodied"],
+    "eq": ["coming through an old telephone", "muffled"],
     "reverb": ["coming from a cathedral", "coming from a small and intimate sound booth"],
-    "eq,reverb": ["like a distant radio broadcast with a warm lingering presence", "metallic"],
+    "eq,reverb": ["warm and full-bodied", "like a distant radio broadcast with a warm lingering presence"],
 }
 
 
@@ -93,9 +93,8 @@ def main() -> int:
     ap.add_argument("--tokenizer", help="roberta-base tokenizer folder (else $TEXT2FX_CLAP_TOKENIZER, else downloaded)")
     args = ap.parse_args()
 
-    import soundfile as sf
-
     import text2fx
+    from text2fx import audio_io
     from text2fx.errors import Text2FXError
 
     out = Path(args.out)
@@ -107,7 +106,7 @@ def main() -> int:
     else:
         print("espeak-ng not found: speech clip skipped (apt-get install espeak-ng to add it)")
     for name, audio in clips.items():
-        sf.write(out / f"{name}.input.wav", audio.T, SR, subtype="PCM_16")
+        audio_io.write(out / f"{name}.input.wav", audio, SR, "WAV", "PCM_16")
 
     try:
         engine = text2fx.Engine(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=args.device)
@@ -117,15 +116,17 @@ def main() -> int:
     preset = args.preset or ("fast" if engine.device.type == "cpu" else "default")
     print(f"CLAP: {engine.embedder.name} on {engine.device}; preset '{preset}'")
     known = {(row["chain"], row["prompt"]) for row in paper_prompts()}
+    missing = [(c, p) for c, ps in DEMO_PROMPTS.items() for p in ps if (c, p) not in known]
+    if missing:
+        raise SystemExit(f"demo prompts not in paper_prompts.tsv: {missing}")
     lines = ["clip\tchain\tprompt\tsimilarity_before\tsimilarity_after\toutput"]
     for clip_name, audio in clips.items():
         for chain, prompts in DEMO_PROMPTS.items():
-            assert all((chain, p) in known for p in prompts)
             started = time.perf_counter()
             results = engine.apply(audio, SR, prompts, chain=chain, preset=preset, steps=args.steps)
             for r in results:
                 stem = f"{clip_name}.{chain.replace(',', '+')}.{text2fx_slug(r.prompt)}"
-                sf.write(out / f"{stem}.wav", r.audio.T, SR, subtype="PCM_16")
+                audio_io.write(out / f"{stem}.wav", r.audio, SR, "WAV", "PCM_16")
                 r.output_path = str(out / f"{stem}.wav")
                 r.save_report(out / f"{stem}.json", overwrite=True)
                 lines.append(f"{clip_name}\t{chain}\t{r.prompt}\t{r.similarity_before:.4f}\t"

@@ -18,7 +18,7 @@ class Compressor(Effect):
     """See :func:`fx.functional.compressor`.  Neutral: threshold 0 dBFS, ratio 1, makeup 0 dB."""
 
     type_name = "compressor"
-    # Five of the longest release time constants: the envelope has forgotten the past to < 1 %.
+    # Over ten time constants of the slowest release (2 s, 10-90 %): the envelope has forgotten the past.
     tail_seconds = 10.0
     param_specs = (
         ParamSpec("threshold_db", "dB", -60.0, 0.0, "linear", 0.0, "level above which gain is reduced"),

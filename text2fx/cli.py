@@ -141,12 +141,12 @@ def _progress(quiet: bool, label: str):
 
     bar = None
 
-    def update(step: int, steps: int, best: float) -> None:
+    def update(step: int, steps: int, loss: float, best: float) -> None:
         nonlocal bar
         if bar is None:
             bar = tqdm(total=steps, desc=label, unit="step", dynamic_ncols=True, file=sys.stderr, leave=False)
         bar.update(step - bar.n)
-        bar.set_postfix_str(f"loss {best:.4f}")
+        bar.set_postfix_str(f"loss {loss:.4f} (best {best:.4f})")
 
     def close() -> None:
         if bar is not None:

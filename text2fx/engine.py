@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from text2fx import audio_io, render as rendering
 from text2fx.embedder import Embedder
 from text2fx.errors import InputError
 from text2fx.excerpts import choose_offsets
-from text2fx.optimize import PRESETS, Outcome, Recipe, optimize
+from text2fx.optimize import PRESETS, Outcome, ProgressFn, Recipe, optimize
 from text2fx.result import Result, chain_params
 
 DEFAULT_TEMPLATE = "this sound is {prompt}"
@@ -153,7 +153,7 @@ class Engine:
         seed: int = 0,
         template: str = DEFAULT_TEMPLATE,
         anchor: str = DEFAULT_ANCHOR,
-        progress: Callable[[int, int, float], None] | None = None,
+        progress: ProgressFn | None = None,
         **recipe_changes,
     ) -> Result | list[Result]:
         """Process audio toward prompt(s).
@@ -168,7 +168,7 @@ class Engine:
             seed: makes the run reproducible (bit-exact on CPU); also seeds the reverb's noise.
             template: how a prompt is phrased for the text encoder (`{prompt}` is replaced).
             anchor: the directional loss's contrasting text (`{prompt}` is replaced).
-            progress: called as `progress(step, steps, best_loss)` now and then.
+            progress: called as `progress(step, steps, loss, best_loss)` now and then.
 
         Returns:
             A `Result` for a single input and prompt, else a list ordered input by input, prompt by prompt.
@@ -211,7 +211,7 @@ class Engine:
         seed: int,
         template: str = DEFAULT_TEMPLATE,
         anchor: str | None = DEFAULT_ANCHOR,
-        progress: Callable[[int, int, float], None] | None = None,
+        progress: ProgressFn | None = None,
         prepared: Sequence[Prepared] | None = None,
     ) -> tuple[object, list[Target]]:
         """Optimize every (source, prompt) pair; sources of the same format are batched together.

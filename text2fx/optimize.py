@@ -123,7 +123,7 @@ class Outcome:
     candidates: list[dict]
 
 
-ProgressFn = Callable[[int, int, float], None]
+ProgressFn = Callable[[int, int, float, float], None]
 
 
 def shifted(clips: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
@@ -182,7 +182,8 @@ def optimize(
         text_emb, anchor_emb: `(N, D)` embeddings of each target's text and anchor text.
         recipe: steps, rate, loss, restarts, ...
         seed: seeds the starting points and the time shifts; with it a CPU run is bit-reproducible.
-        progress: called as `progress(step, steps, best_loss)` every `recipe.check_every` steps.
+        progress: called as `progress(step, steps, loss, best_loss)` every `recipe.check_every` steps, with the
+            lowest loss over candidates at this step and so far.
 
     Returns:
         One `Outcome` per target.
@@ -255,7 +256,8 @@ def optimize(
 
         if steps_run % recipe.check_every == 0 or steps_run == recipe.steps:
             if progress is not None:
-                progress(steps_run, recipe.steps, float(best_loss.min()))
+                current, best = torch.stack([loss.detach().min(), best_loss.min()]).tolist()
+                progress(steps_run, recipe.steps, current, best)
             if recipe.patience is not None and bool((step - progress_step >= recipe.patience).all()):
                 break
 

@@ -1,0 +1,50 @@
+"""CUDA correctness: the same computations on the GPU as on the CPU. Skipped where no GPU is present
+(run them on a GPU machine: `python -m pytest tests/test_cuda.py`)."""
+
+import numpy as np
+import pytest
+import torch
+
+import fx
+from doubles import SpectralTestEmbedder
+from text2fx.engine import Engine, render
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@pytest.mark.parametrize("spec", ["eq", "reverb", "eq,reverb", "compressor", "gain,distortion"])
+def test_chain_matches_cpu(spec):
+    chain = fx.Chain.from_spec(spec, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = 0.1 * torch.randn(3, 2, 48000, generator=g)
+    u = torch.rand(3, chain.num_params, generator=g)
+    cpu = chain.process(x, 48000, u)
+    gpu = chain.to("cuda").process(x.cuda(), 48000, u.cuda()).cpu()
+    assert torch.allclose(cpu, gpu, atol=1e-4), (cpu - gpu).abs().max()
+
+
+def test_chain_gradients_on_gpu():
+    chain = fx.Chain.from_spec("eq,compressor,reverb", seed=0).to("cuda")
+    u = torch.rand(2, chain.num_params, device="cuda", requires_grad=True)
+    chain.process(0.1 * torch.randn(2, 2, 24000, device="cuda"), 48000, u).square().mean().backward()
+    assert torch.isfinite(u.grad).all() and (u.grad != 0).any()
+
+
+def test_clap_embedder_matches_cpu(clap_checkpoint, clap_tokenizer_dir, clap_embedder):
+    from text2fx.clap import ClapEmbedder
+
+    gpu = ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cuda")
+    x = 0.1 * torch.randn(2, 2, 44100 * 3, generator=torch.Generator().manual_seed(0))
+    a = clap_embedder.embed_audio(x, 44100)
+    b = gpu.embed_audio(x.cuda(), 44100).cpu()
+    assert torch.nn.functional.cosine_similarity(a, b).min() > 0.9999
+    t = ["this sound is warm", "this sound is cold"]
+    assert torch.allclose(clap_embedder.embed_text(t), gpu.embed_text(t).cpu(), atol=1e-4)
+
+
+def test_engine_on_gpu_renders_like_cpu():
+    engine = Engine(SpectralTestEmbedder(sample_rate=48000, device="cuda"))
+    audio = (0.1 * np.random.default_rng(0).standard_normal((2, 48000))).astype(np.float32)
+    r = engine.apply(audio, 48000, "bright", chain="eq,reverb", steps=5, restarts=2)
+    assert r.audio.shape == audio.shape and r.device.startswith("cuda")
+    assert np.abs(render(audio, 48000, r.report(), device="cpu") - r.audio).max() < 1e-4
