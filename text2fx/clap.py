@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import itertools
 import sys
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
@@ -160,6 +161,15 @@ def load_clap_model(
     return model
 
 
+@contextlib.contextmanager
+def _no_meshgrid_warning():
+    # laion-clap's HTSAT calls torch.meshgrid without `indexing` when built and on every forward; users cannot
+    # act on that warning, so it is not shown to them.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.meshgrid", category=UserWarning)
+        yield
+
+
 def default_device() -> torch.device:
     """The best available device: CUDA, then Apple MPS, then CPU."""
     if torch.cuda.is_available():
@@ -201,7 +211,8 @@ class ClapEmbedder:
         state = load_clap_state_dict(self.files.checkpoint)
         self.audio_arch = detect_audio_arch(state, source=source)
         self.name = self.files.checkpoint.name
-        self.model = load_clap_model(state, self.audio_arch, self.device, source=source)
+        with _no_meshgrid_warning():
+            self.model = load_clap_model(state, self.audio_arch, self.device, source=source)
         self.sample_rate: int = self.model.audio_cfg.sample_rate
         self.window_samples: int = self.model.audio_cfg.clip_samples
         self.embedding_dim = EMBEDDING_DIM
@@ -287,9 +298,10 @@ class ClapEmbedder:
         """
         x = self.model_input(audio, sample_rate, offsets, quantize=quantize)
         longer = torch.full((x.shape[0],), audio.shape[-1] * self.sample_rate > self.window_samples * sample_rate)
-        features = self.model.audio_branch(
-            {"waveform": x, "longer": longer.to(self.device)}, mixup_lambda=None, device=self.device
-        )["embedding"]
+        with _no_meshgrid_warning():
+            features = self.model.audio_branch(
+                {"waveform": x, "longer": longer.to(self.device)}, mixup_lambda=None, device=self.device
+            )["embedding"]
         return F.normalize(self.model.audio_projection(features), dim=-1)
 
     @torch.no_grad()

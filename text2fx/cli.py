@@ -13,6 +13,7 @@ and usage errors answer at once.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -155,12 +156,18 @@ def _progress(quiet: bool, label: str):
     return update, close
 
 
+def _number(v: float) -> str:
+    """About three significant digits, never in exponent notation (12345 Hz, 682 Hz, 3.09, -0.43)."""
+    magnitude = math.floor(math.log10(abs(v))) if abs(v) >= 1 else 0
+    return f"{v:.{max(0, 2 - magnitude)}f}"
+
+
 def _format_settings(result) -> list[str]:
     import textwrap
 
     lines = []
     for effect, units in zip(result.params["effects"], result.units):
-        parts = [f"{name} {value:.3g}{(' ' + units[name]) if units.get(name) else ''}"
+        parts = [f"{name} {_number(value)}{(' ' + units[name]) if units.get(name) else ''}"
                  for name, value in effect["params"].items()]
         lines += textwrap.wrap(", ".join(parts), width=100, initial_indent=f"  {effect['type']:<11} ",
                                subsequent_indent=" " * 14)
