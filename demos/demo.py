@@ -86,8 +86,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     ap.add_argument("--device", choices=["cpu", "cuda", "mps"])
-    ap.add_argument("--preset", choices=["default", "paper", "fast"],
-                    help="optimization recipe (default: 'default' on a GPU, 'fast' on a CPU)")
+    ap.add_argument("--preset", choices=["auto", "default", "paper", "fast"], default="auto",
+                    help="optimization recipe (default 'auto': 'default' on a GPU, 'fast' on a CPU)")
     ap.add_argument("--steps", type=int, help="override the preset's step count")
     ap.add_argument("--clap-ckpt", help="CLAP checkpoint (else $TEXT2FX_CLAP_CKPT, else downloaded once)")
     ap.add_argument("--tokenizer", help="roberta-base tokenizer folder (else $TEXT2FX_CLAP_TOKENIZER, else downloaded)")
@@ -113,7 +113,9 @@ def main() -> int:
     except Text2FXError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 1
-    preset = args.preset or ("fast" if engine.device.type == "cpu" else "default")
+    from text2fx.optimize import resolve_preset
+
+    preset = resolve_preset(args.preset, engine.device)
     print(f"CLAP: {engine.embedder.name} on {engine.device}; preset '{preset}'")
     known = {(row["chain"], row["prompt"]) for row in paper_prompts()}
     missing = [(c, p) for c, ps in DEMO_PROMPTS.items() for p in ps if (c, p) not in known]

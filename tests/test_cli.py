@@ -194,3 +194,13 @@ def test_help_and_usage_errors_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False"), out.stdout + out.stderr
     assert "usage: text2fx" in out.stdout
+
+
+def test_seeded_runs_through_clap_are_bit_identical(clap_embedder):
+    from text2fx.engine import Engine
+
+    audio = (0.2 * np.random.default_rng(0).standard_normal((2, 48000))).astype(np.float32)
+    engine = Engine(clap_embedder)
+    a = engine.apply(audio, 48000, "warm", chain="eq,reverb", steps=2, restarts=2, seed=5)
+    b = engine.apply(audio, 48000, "warm", chain="eq,reverb", steps=2, restarts=2, seed=5)
+    assert a.params == b.params and a.history == b.history and np.array_equal(a.audio, b.audio)

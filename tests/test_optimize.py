@@ -146,3 +146,11 @@ def test_paper_preset_is_the_papers_recipe():
 def test_recipe_rejects_bad_settings(bad):
     with pytest.raises(ValueError):
         Recipe(**bad)
+
+
+def test_auto_preset_depends_on_the_device():
+    from text2fx.optimize import resolve_preset
+
+    assert resolve_preset("auto", "cpu") == "fast"
+    assert resolve_preset("auto", "cuda") == "default"
+    assert resolve_preset("paper", "cpu") == "paper"

@@ -48,9 +48,10 @@ def _main_parser() -> argparse.ArgumentParser:
                    "eq,compressor,reverb (default: eq,reverb)")
     p.add_argument("-o", "--output", metavar="OUT", help="output file (one input, one prompt) or directory")
     p.add_argument("--params", metavar="OUT.json", help="where to write the settings (default: OUT with .json)")
-    p.add_argument("--preset", default="default", choices=["default", "paper", "fast"],
-                   help="optimization recipe: default; paper (600 steps, lr 0.01, random init, cosine: the "
-                   "paper's); fast (for CPUs)")
+    p.add_argument("--preset", default="auto", choices=["auto", "default", "paper", "fast"],
+                   help="optimization recipe: default (300 steps, 4 restarts; for GPUs); paper (600 steps, "
+                   "lr 0.01, random init, cosine: the paper's); fast (100 steps; for CPUs); auto (the "
+                   "default): fast on a CPU, else default")
     p.add_argument("--loss", choices=["cosine", "directional", "best"], help="objective (preset's default: cosine)")
     p.add_argument("--anchor", metavar="TEXT", help="directional loss's contrasting text; {prompt} is replaced "
                    "(default: 'this sound is not {prompt}')")
@@ -213,8 +214,12 @@ def run_main(argv: list[str]) -> int:
     from text2fx import render as rendering
     from text2fx.engine import DEFAULT_ANCHOR, DEFAULT_TEMPLATE, Engine, prepare_input
 
+    from text2fx.clap import default_device
+    from text2fx.optimize import resolve_preset
+
     started = time.perf_counter()
-    recipe = Engine.recipe(args.preset, loss=args.loss, steps=args.steps, lr=args.lr, restarts=args.restarts,
+    preset = resolve_preset(args.preset, args.device or default_device())
+    recipe = Engine.recipe(preset, loss=args.loss, steps=args.steps, lr=args.lr, restarts=args.restarts,
                            init=args.init, excerpts=args.excerpts)
     sources = [rendering.FileSource(info) for info in infos]
     # Bad audio (NaN, silence) is reported before minutes go into loading the model.
@@ -234,7 +239,7 @@ def run_main(argv: list[str]) -> int:
         audio_path.parent.mkdir(parents=True, exist_ok=True)
         params_path.parent.mkdir(parents=True, exist_ok=True)
         gain = rendering.render_file(fx_chain, target.outcome.params, info, audio_path, fmt, subtype, engine.device)
-        result = engine.result(fx_chain, target, recipe, args.preset, args.seed, None, sources[target.input],
+        result = engine.result(fx_chain, target, recipe, preset, args.seed, None, sources[target.input],
                                str(info.path), gain)
         result.output_path = str(audio_path)
         result.save_report(params_path, overwrite=True)

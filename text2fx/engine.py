@@ -23,7 +23,7 @@ from text2fx import audio_io, render as rendering
 from text2fx.embedder import Embedder
 from text2fx.errors import InputError
 from text2fx.excerpts import choose_offsets
-from text2fx.optimize import PRESETS, Outcome, ProgressFn, Recipe, optimize
+from text2fx.optimize import PRESETS, Outcome, ProgressFn, Recipe, optimize, resolve_preset
 from text2fx.result import Result, chain_params
 
 DEFAULT_TEMPLATE = "this sound is {prompt}"
@@ -143,7 +143,7 @@ class Engine:
         prompt: str | Sequence[str],
         chain: str = "eq,reverb",
         *,
-        preset: str = "default",
+        preset: str = "auto",
         loss: str | None = None,
         steps: int | None = None,
         lr: float | None = None,
@@ -163,8 +163,9 @@ class Engine:
             sample_rate: Hz (8-192 kHz), one for all inputs or one per input.
             prompt: the words, or a list of prompts; every input is paired with every prompt.
             chain: effect chain spec, e.g. "eq", "reverb", "eq,reverb", "eq,compressor,reverb".
-            preset: "default", "paper" (the paper's exact recipe) or "fast" (CPU); the keyword arguments
-                below override single settings of it (see `text2fx.optimize.Recipe`).
+            preset: "default", "paper" (the paper's exact recipe), "fast" (for CPUs), or "auto" ("fast" on a
+                CPU, else "default"); the keyword arguments below override single settings of it
+                (see `text2fx.optimize.Recipe`).
             seed: makes the run reproducible (bit-exact on CPU); also seeds the reverb's noise.
             template: how a prompt is phrased for the text encoder (`{prompt}` is replaced).
             anchor: the directional loss's contrasting text (`{prompt}` is replaced).
@@ -180,6 +181,7 @@ class Engine:
             raise InputError(f"{len(audios)} inputs but {len(rates)} sample rates")
         arrays = [as_audio(a, int(sr), f"input {i}") for i, (a, sr) in enumerate(zip(audios, rates))]
         prompts = _check_prompts(prompt)
+        preset = resolve_preset(preset, self.device)
         recipe = self.recipe(preset, loss=loss, steps=steps, lr=lr, restarts=restarts, init=init,
                              excerpts=excerpts, **recipe_changes)
         sources = [rendering.ArraySource(a, int(sr)) for a, sr in zip(arrays, rates)]

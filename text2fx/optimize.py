@@ -83,6 +83,13 @@ class Recipe:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
+def resolve_preset(preset: str, device: torch.device | str) -> str:
+    """"auto" is "fast" on a CPU (where batched restarts cost their full price) and "default" elsewhere."""
+    if preset == "auto":
+        return "fast" if torch.device(device).type == "cpu" else "default"
+    return preset
+
+
 PRESETS: dict[str, Recipe] = {
     # The paper's recipe exactly: 600 Adam steps at lr 0.01 from random parameters, cosine loss, one run.
     "paper": Recipe(steps=600, lr=0.01, loss="cosine", init="random", restarts=1, excerpts=1, patience=None),
