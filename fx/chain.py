@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .effect import Effect, check_audio, check_sample_rate, create_effect
-from .params import ParamSpec
+from .params import ParamSpec, clamp_in_range
 
 __all__ = ["Chain"]
 
@@ -160,7 +160,7 @@ class Chain(torch.nn.Module):
             raise ValueError(f"audio batch {audio.shape[0]} does not match params batch {batch} (or 1)")
         if validate and not bool(torch.isfinite(params).all()):
             raise ValueError("params contain NaN or Inf")
-        params = params.to(device=audio.device, dtype=audio.dtype).clamp(0.0, 1.0)
+        params = clamp_in_range(params.to(device=audio.device, dtype=audio.dtype), 0.0, 1.0)
         x = audio.expand(batch, -1, -1)
         for effect, p in zip(self.effects, self.unit_to_physical(params)):
             x = effect.process(x, sample_rate, p)

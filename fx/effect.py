@@ -31,13 +31,14 @@ shape.  An effect whose ``__init__`` takes a ``seed`` keyword receives the chain
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from .params import ParamSpec
+from .params import ParamSpec, clamp_in_range
 
 __all__ = [
     "Effect",
@@ -57,7 +58,7 @@ MAX_SAMPLE_RATE = 192000
 
 def check_sample_rate(sample_rate: float) -> None:
     """Raise ``ValueError`` unless ``sample_rate`` is a number in ``[8000, 192000]`` Hz."""
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)):
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real):
         raise ValueError(f"sample_rate must be a number in Hz, got {type(sample_rate).__name__}")
     if not (MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE):
         raise ValueError(
@@ -67,7 +68,7 @@ def check_sample_rate(sample_rate: float) -> None:
 
 
 def check_audio(audio: Tensor) -> None:
-    """Raise ``ValueError`` unless ``audio`` is a floating tensor ``(batch, channels, samples)``
+    """Raise ``ValueError`` unless ``audio`` is a float32/float64 tensor ``(batch, channels, samples)``
     with at least one of each.  Shape checks only: no host synchronisation."""
     if not isinstance(audio, Tensor):
         raise ValueError(f"audio must be a torch.Tensor, got {type(audio).__name__}")
@@ -77,8 +78,9 @@ def check_audio(audio: Tensor) -> None:
         )
     if min(audio.shape) < 1:
         raise ValueError(f"audio must be non-empty in every dim, got shape {tuple(audio.shape)}")
-    if not audio.is_floating_point():
-        raise ValueError(f"audio must be a floating-point tensor, got {audio.dtype}")
+    if audio.dtype not in (torch.float32, torch.float64):
+        # half precision has no usable FFTs here (and loses the EQ's low-frequency accuracy)
+        raise ValueError(f"audio must be float32 or float64, got {audio.dtype}")
 
 
 class Effect(torch.nn.Module):
@@ -145,8 +147,8 @@ class Effect(torch.nn.Module):
     def batch_params(
         self, params: Mapping[str, Tensor | float], batch: int, like: Tensor
     ) -> dict[str, Tensor]:
-        """Check that every parameter is present and broadcast each to ``(batch,)`` on the
-        device/dtype of ``like``.  Floats and 0-d/1-element tensors are broadcast."""
+        """Check that every parameter is present, clamp it to its range and broadcast it to
+        ``(batch,)`` on the device/dtype of ``like``.  Floats and 0-d/1-element tensors are broadcast."""
         out = {}
         for s in self.param_specs:
             if s.name not in params:
@@ -156,7 +158,8 @@ class Effect(torch.nn.Module):
                 raise ValueError(
                     f"{self.type_name}: parameter {s.name!r} has batch {v.shape[0]}, audio has batch {batch}"
                 )
-            out[s.name] = v.expand(batch)
+            # Clamped to the range the DSP is designed for (a 0 s decay or a negative pre-delay is undefined).
+            out[s.name] = clamp_in_range(v, s.min, s.max).expand(batch)
         return out
 
     def extra_repr(self) -> str:
@@ -177,8 +180,12 @@ def register_effect(cls: type[Effect]) -> type[Effect]:
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(f"{cls.__name__}.type_name must be an identifier string, got {name!r}")
     known = _REGISTRY.get(name)
-    if known is not None and known is not cls and known.__qualname__ != cls.__qualname__:
-        raise ValueError(f"effect type {name!r} is already registered by {known.__qualname__}")
+    same_definition = known is not None and (known.__module__, known.__qualname__) == (cls.__module__, cls.__qualname__)
+    if known is not None and known is not cls and not same_definition:
+        raise ValueError(f"effect type {name!r} is already registered by {known.__module__}.{known.__qualname__}")
+    names = [s.name for s in getattr(cls, "param_specs", ())]
+    if len(names) != len(set(names)):
+        raise ValueError(f"{cls.__name__}: parameter names must be unique, got {names}")
     _REGISTRY[name] = cls
     return cls
 

@@ -3,6 +3,9 @@
 Ranges are those of the paper's code (``dasp_pytorch.ParametricEQ``: gains +-20 dB,
 Q 0.1-6, the same band frequency ranges), except that the two top ranges end at a fixed
 20 kHz instead of ``sr/2 - 1 kHz`` so that a setting means the same at every sample rate.
+The biquads are bilinear-transform designs, so near Nyquist their responses are warped: a
+band set high in the spectrum (e.g. 10 kHz) is narrower above it at 44.1 kHz than at 192 kHz
+(about 3 dB less at 14-16 kHz for a +12 dB, Q 1 peak); well below Nyquist they agree.
 Frequencies and Q use a log scale.  At process time every band frequency is clamped to
 ``0.45 * sample_rate`` (e.g. 3.6 kHz at 8 kHz): a band above that acts at 0.45 * sr.
 

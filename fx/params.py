@@ -84,3 +84,12 @@ class ParamSpec:
         """True when the physical value ``x`` lies in ``[min, max]`` (with a relative tolerance)."""
         tol = rel_tol * max(abs(self.min), abs(self.max))
         return math.isfinite(x) and self.min - tol <= x <= self.max + tol
+
+
+def clamp_in_range(x: Tensor, low: float, high: float) -> Tensor:
+    """``x`` clamped to ``[low, high]``, keeping the gradient of values exactly on a bound.
+
+    ``Tensor.clamp`` passes no gradient at the bounds themselves, and many neutral settings (a dry
+    reverb's 0 % mix) sit exactly there; outside the range the gradient is zero as usual.
+    """
+    return torch.where((x >= low) & (x <= high), x, x.clamp(low, high))

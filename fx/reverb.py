@@ -13,9 +13,10 @@ Design (after ``dasp_pytorch.functional.noise_shaped_reverberation``, fixed):
   seed, sample rate and parameters give the same output on every call.
 * The IR has a fixed physical length, ``ir_length_s`` (default 8 s = the largest RT60),
   so a setting sounds the same at every sample rate.  Each band envelope is normalised
-  to unit energy over that full length: with every band gain at 0 dB the IR has unit
-  energy whatever the decays, i.e. wet RMS ~ dry RMS for broadband input, and ``mix``
-  means the same at every decay.  Band gains then act as an EQ on the wet signal.
+  to unit energy over that full length: with every band gain at 0 dB the IR has (about)
+  unit energy whatever the decays (within ~0.6 dB when neighbouring bands decay very
+  differently, where the crossovers overlap), i.e. wet RMS ~ dry RMS for broadband input,
+  and ``mix`` means the same at every decay.  Band gains then act as an EQ on the wet signal.
 * Convolution is by FFT (``rfft``/``irfft``, 2-3-5-smooth size).  Tail policy: the output
   has the input's length; the tail beyond it is dropped (pad the input with silence to
   keep it).  For a clip shorter than the IR only the first ``samples`` IR samples are
@@ -91,6 +92,12 @@ class NoiseReverb(Effect):
         self.cache_size = int(cache_size)
         self.num_bands = len(F.OCTAVE_CENTERS_HZ)
         self._noise_cache: OrderedDict[tuple, Tensor] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        # The noise tables are a cache (tens of MB), rebuilt from the seed on first use: never pickled.
+        state = dict(super().__getstate__())
+        state["_noise_cache"] = OrderedDict()
+        return state
 
     @property
     def tail_seconds(self) -> float:

@@ -169,3 +169,29 @@ def test_custom_effect_in_chain():
         fx.register_effect(Other)
     with pytest.raises(ValueError):
         fx.register_effect(int)
+
+
+def test_parameters_on_their_range_bounds_keep_their_gradient():
+    # the neutral reverb mix and compressor make-up gain sit exactly on 0 in unit space; they must still
+    # be able to move (ratio and threshold have no effect at a 0 dBFS threshold: zero gradient is right)
+    c = fx.Chain.from_spec("compressor,reverb")
+    u = c.neutral_unit().clone().requires_grad_(True)
+    x = 0.3 * torch.randn(1, 2, 8000, generator=torch.Generator().manual_seed(0))
+    c.process(x, 8000, u).square().mean().backward()
+    names = [s.name for _, s in c.param_specs]
+    for name in ("mix", "makeup_gain_db"):
+        assert u.grad[names.index(name)] != 0, name
+
+
+def test_processing_without_validation_never_waits_for_the_device(monkeypatch):
+    c = fx.Chain.from_spec("eq,compressor,distortion,gain,reverb")
+    x = 0.1 * torch.randn(2, 2, 8000)
+    u = torch.rand(2, c.num_params)
+    c.process(x, 8000, u)  # warm caches and lazy imports
+
+    def forbidden(self, *args):
+        raise AssertionError("host synchronisation in the hot path")
+
+    for name in ("__bool__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden)
+    c.process(x, 8000, u, validate=False)
