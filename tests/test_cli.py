@@ -165,7 +165,7 @@ def test_render_rejects_malformed_and_mismatched_params(tmp_path, capsys):
 
 
 def test_ctrl_c_leaves_no_partial_file(tmp_path, shared_clap, monkeypatch, capsys):
-    import text2fx.render as rendering
+    import text2fx.rendering as rendering
 
     src = write_tone(tmp_path / "in.wav", seconds=3.0)
     real = rendering.process_chunks
@@ -189,6 +189,8 @@ def test_help_and_usage_errors_do_not_import_torch():
         "from text2fx.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "assert main(['only-one-arg']) == 2\n"
+        "assert main(['in.wav', 'dark', '--chain', 'eq,flanger']) == 2\n"
+        "assert main(['in.wav', 'dark', '--template', 'sound {x}']) == 2\n"
         "print('torch' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -204,3 +206,61 @@ def test_seeded_runs_through_clap_are_bit_identical(clap_embedder):
     a = engine.apply(audio, 48000, "warm", chain="eq,reverb", steps=2, restarts=2, seed=5)
     b = engine.apply(audio, 48000, "warm", chain="eq,reverb", steps=2, restarts=2, seed=5)
     assert a.params == b.params and a.history == b.history and np.array_equal(a.audio, b.audio)
+
+
+def test_cli_effect_names_are_fx_builtins():
+    import fx
+    from text2fx.cli import BUILTIN_EFFECTS
+
+    assert sorted(BUILTIN_EFFECTS) == fx.available_effects()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--template", "sound {x}"], ["only placeholder"]),
+    (["--template", "no placeholder"], ["must contain {prompt}"]),
+    (["--anchor", "{oops}"], ["only placeholder"]),
+    (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--lr", "inf"], ["--"]),
+    (["--seed", str(2**70)], ["--seed"]),
+    (["--lr", "inf"], ["--lr"]),
+])
+def test_more_usage_errors_before_any_model_work(tmp_path, capsys, args, words):
+    src = write_tone(tmp_path / "in.wav")
+    one_line_error(capsys, run(src, "dark", "--clap-ckpt", tmp_path / "no-such.pt", *args), 2, *words)
+
+
+def test_output_the_container_cannot_hold_is_refused_before_optimizing(tmp_path, capsys):
+    src = write_tone(tmp_path / "in.wav", sr=192000, seconds=0.3)
+    # MP3 has no 192 kHz; the bogus checkpoint proves no model was loaded before the error
+    code = run(src, "dark", "-o", tmp_path / "o.mp3", "--clap-ckpt", tmp_path / "no-such.pt")
+    one_line_error(capsys, code, 2, "cannot write", "o.mp3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_output_names_for_awkward_prompts_and_inputs(tmp_path, shared_clap):
+    src = write_tone(tmp_path / "take1.wav")
+    bare = tmp_path / "take2"
+    bare.write_bytes(src.read_bytes())  # a WAV without an extension
+    out = tmp_path / "new" / "folder"
+    assert run(src, bare, "-p", "温かい", "-p", "Warm!", "-p", "warm", "--chain", "gain", "-o", f"{out}/", *QUICK) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{stem}.{s}.{e}" for stem in ("take1", "take2")
+                           for s in ("温かい", "warm", "warm-2") for e in ("wav", "json"))
+
+
+def test_single_output_into_new_folder_with_trailing_slash(tmp_path, shared_clap):
+    src = write_tone(tmp_path / "in.wav")
+    assert run(src, "dark", "--chain", "gain", "-o", f"{tmp_path / 'outs'}/", *QUICK) == 0
+    assert sorted(p.name for p in (tmp_path / "outs").iterdir()) == ["in.dark.json", "in.dark.wav"]
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path, shared_clap):
+    import os
+
+    src = write_tone(tmp_path / "in.wav")
+    old = os.umask(0o022)
+    try:
+        assert run(src, "dark", "--chain", "gain", *QUICK) == 0
+    finally:
+        os.umask(old)
+    for name in ("in.dark.wav", "in.dark.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644

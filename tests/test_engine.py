@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from doubles import SpectralTestEmbedder
-from text2fx import render as rendering
+from text2fx import rendering
 from text2fx.engine import Engine, render
 from text2fx.errors import InputError
 from text2fx.result import schema
@@ -138,3 +138,40 @@ def test_render_rejects_bad_params():
         render(tone(), 16000, {"effects": "nope"})
     with pytest.raises(InputError):
         render(tone(), 16000, {"chain": "eq", "effects": [{"type": "eq", "params": {"no_such_param": 1.0}}]})
+
+
+def test_package_level_render_stays_a_function_after_engine_import():
+    import text2fx
+
+    text2fx.Engine  # importing the engine must not shadow text2fx.render with a module
+    assert callable(text2fx.render) and text2fx.render.__module__ == "text2fx.engine"
+    audio = tone(seconds=0.5)
+    import fx
+
+    chain = fx.Chain.from_spec("gain")
+    out = text2fx.render(audio, 16000, chain.to_dict(chain.neutral_unit()))
+    assert np.allclose(out, audio)
+
+
+def test_a_prompt_gets_the_same_result_alone_or_in_a_batch(engine):
+    a, b = tone(seed=1), tone(seed=2)
+    alone = engine.apply(a, 16000, "warm", chain="eq", steps=3, restarts=2)
+    batched = engine.apply([b, a], 16000, ["dark", "warm"], chain="eq", steps=3, restarts=2)[3]
+    assert batched.prompt == "warm"
+    for (name, x), y in zip(alone.params["effects"][0]["params"].items(), batched.params["effects"][0]["params"].values()):
+        assert x == pytest.approx(y, rel=1e-3, abs=1e-3), name
+
+
+def test_patience_none_disables_early_stop(engine):
+    assert Engine.recipe("default", patience=None).patience is None
+    r = engine.apply(tone(), 16000, "warm", chain="gain", steps=12, lr=1e-9, restarts=1, patience=None,
+                     check_every=1)
+    assert r.optimization["steps_run"] == 12
+
+
+def test_empty_input_list_and_unsigned_audio(engine):
+    with pytest.raises(InputError, match="no input"):
+        engine.apply([], 16000, "warm")
+    u8 = (128 + 100 * np.sin(np.arange(16000) / 5)).astype(np.uint8)
+    r = engine.apply(u8, 16000, "warm", chain="gain", steps=2)
+    assert abs(float(r.audio.mean())) < 0.01  # offset binary decoded around zero

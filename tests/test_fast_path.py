@@ -42,11 +42,10 @@ def compare(chain, embedder, clips, sr, input_index, texts, anchors, recipe, see
     outcomes = optimize(chain, embedder, clips, sr, input_index, texts, anchors, recipe, seed)
     k = recipe.restarts * (2 if recipe.loss == "best" else 1)
     n_exc = clips.shape[1]
-    z0, shifts = draw_randomness(chain.neutral_unit(), len(input_index) * k, len(input_index) * k * n_exc,
-                                 clips.shape[-1], recipe, seed)
     for t, (outcome, i) in enumerate(zip(outcomes, input_index)):
-        c = t * k + outcome.candidate
-        directional = recipe.loss == "directional" or (recipe.loss == "best" and outcome.candidate >= recipe.restarts)
+        c = outcome.candidate
+        z0, shifts = draw_randomness(chain.neutral_unit(), k, k * n_exc, clips.shape[-1], recipe, seed, key=t)
+        directional = recipe.loss == "directional" or (recipe.loss == "best" and c >= recipe.restarts)
         cand_shifts = None if shifts is None else shifts[:, c * n_exc : (c + 1) * n_exc]
         best_u, best = plain_loop(chain, embedder, clips[i], sr, texts[t : t + 1], anchors[t : t + 1], z0[c],
                                   cand_shifts, recipe, directional)

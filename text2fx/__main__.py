@@ -1,5 +1,3 @@
-import sys
+from text2fx.cli import entry
 
-from text2fx.cli import main
-
-sys.exit(main())
+entry()

@@ -118,8 +118,11 @@ def output_format(path: Path, like: AudioInfo | None, subtype: str | None = None
     if fmt is None:
         raise InputError(f"unsupported output file type '.{ext}' for {path} (use e.g. .wav, .flac, .ogg, .aiff)")
     if subtype is None:
-        if like is not None and like.format == fmt:
+        # Keep the input's sample format whenever the new container can hold it (24-bit FLAC -> 24-bit WAV).
+        if like is not None and sf.check_format(fmt, like.subtype):
             subtype = like.subtype
+        elif ext == "opus":
+            subtype = "OPUS"
         else:
             subtype = sf.default_subtype(fmt)
     if not sf.check_format(fmt, subtype):
@@ -137,6 +140,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes owner-only files; give the result the permissions a plain open() would
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -168,6 +173,12 @@ def write(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, fmt: str
     path = Path(path)
     with atomic_path(path) as tmp, BlockWriter(tmp, sample_rate, audio.shape[0], fmt, subtype) as w:
         w.write(audio)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _one_line(e: BaseException) -> str:

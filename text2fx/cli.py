@@ -16,6 +16,7 @@ import argparse
 import math
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -82,14 +83,48 @@ def _render_parser() -> argparse.ArgumentParser:
     p.add_argument("--chain", help="refuse settings that are not for this chain spec")
     p.add_argument("--subtype", help="output sample format (default: the input's)")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("-q", "--quiet", action="store_true")
     return p
 
 
+# The effects a chain spec may name (fx's built-ins; a test keeps this equal to fx.available_effects()).
+# Spelled out here so that a typo in --chain is reported without importing torch.
+BUILTIN_EFFECTS = ("compressor", "distortion", "eq", "gain", "reverb")
+
+
 def slug(text: str, limit: int = 40) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return (s[:limit].rstrip("-") or "prompt")
+    """A file-name-safe form of a prompt: lower case, letters (any script) and digits joined by '-'."""
+    s = re.sub(r"[\W_]+", "-", text.lower()).strip("-")
+    return s[:limit].rstrip("-") or "prompt"
+
+
+def _unique_slugs(prompts: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for p in prompts:
+        s = slug(p)
+        seen[s] = seen.get(s, 0) + 1
+        out.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    return out
+
+
+def _check_chain(spec: str) -> None:
+    names = [n.strip() for n in spec.split(",")]
+    if not all(names):
+        raise UsageError(f"--chain {spec!r}: name effects separated by commas, e.g. eq,reverb")
+    unknown = [n for n in names if n not in BUILTIN_EFFECTS]
+    if unknown:
+        raise UsageError(f"unknown effect {unknown[0]!r} in --chain; available: {', '.join(BUILTIN_EFFECTS)}")
+
+
+def _check_text(text: str, what: str, needs_prompt: bool) -> None:
+    try:
+        text.format(prompt="x")
+    except (KeyError, IndexError, ValueError):
+        raise UsageError(f"{what} {text!r}: the only placeholder allowed is {{prompt}}") from None
+    if needs_prompt and "{prompt}" not in text:
+        raise UsageError(f"{what} {text!r} must contain {{prompt}}, where the prompt goes")
 
 
 def _check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
@@ -102,11 +137,25 @@ def _check_output(out: Path, inputs: list[Path], overwrite: bool) -> None:
         raise UsageError(f"output {out} is a directory")
 
 
-def _plan_outputs(args, inputs: list[Path], prompts: list[str]) -> list[tuple[Path, Path]]:
+def _audio_suffix(info) -> str:
+    """The input's extension when it names its container, else one that does (e.g. for 'take1')."""
+    from text2fx import audio_io
+
+    suffix = info.path.suffix
+    try:
+        audio_io.output_format(Path("x" + suffix), None)
+        return suffix
+    except Exception:
+        return "." + info.format.lower()
+
+
+def _plan_outputs(args, infos: list, prompts: list[str]) -> list[tuple[Path, Path]]:
     """(audio path, params path) for each (input, prompt), input-major."""
     plans = []
+    inputs = [info.path for info in infos]
     single = len(inputs) == 1 and len(prompts) == 1
     out_dir = None
+    as_dir = bool(args.output) and (args.output.endswith(("/", os.sep)) or Path(args.output).is_dir())
     if args.output and not single:
         out_dir = Path(args.output)
         if out_dir.exists() and not out_dir.is_dir():
@@ -114,26 +163,43 @@ def _plan_outputs(args, inputs: list[Path], prompts: list[str]) -> list[tuple[Pa
     if args.params and not single:
         raise UsageError("--params names one file; with several inputs or prompts the settings are written "
                          "beside each output")
-    for i in inputs:
-        for p in prompts:
-            if single and args.output:
+    slugs = _unique_slugs(prompts)
+    for info in infos:
+        name = info.path.name[: -len(info.path.suffix)] if info.path.suffix else info.path.name
+        suffix = _audio_suffix(info)
+        for s in slugs:
+            if single and args.output and not as_dir:
                 audio = Path(args.output)
-                if audio.is_dir():
-                    audio = audio / f"{i.stem}.{slug(p)}{i.suffix}"
             else:
-                audio = (out_dir or i.parent) / f"{i.stem}.{slug(p)}{i.suffix}"
+                audio = (Path(args.output) if single and as_dir else out_dir or info.path.parent) / f"{name}.{s}{suffix}"
             params = Path(args.params) if args.params else audio.with_suffix(".json")
             plans.append((audio, params))
     seen = set()
     for audio, params in plans:
         for path in (audio, params):
             if path in seen:
-                raise UsageError(f"two outputs would be written to {path}; give inputs distinct names or use -o")
+                raise UsageError(f"two outputs would be written to {path}; give the inputs distinct names")
             seen.add(path)
             _check_output(path, inputs, args.overwrite)
     if plans[0][0].suffix.lower() == ".json":
         raise UsageError(f"output {plans[0][0]} looks like a params file; give an audio file name")
     return plans
+
+
+def _check_writable(path: Path, info, fmt: str, subtype: str) -> None:
+    """Fail now, not after minutes of optimization, if `path` cannot hold this audio (a rate or channel
+    count the container refuses, a folder that cannot be created or written)."""
+    import tempfile
+
+    import soundfile as sf
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".text2fx-check-") as d:
+            sf.SoundFile(str(Path(d) / f"probe{path.suffix}"), "w", samplerate=info.sample_rate,
+                         channels=info.channels, format=fmt, subtype=subtype).close()
+    except (OSError, RuntimeError) as e:
+        raise UsageError(f"cannot write {path}: {' '.join(str(e).split())}") from None
 
 
 def _progress(quiet: bool, label: str):
@@ -189,48 +255,51 @@ def run_main(argv: list[str]) -> int:
     for name, value in (("steps", args.steps), ("restarts", args.restarts), ("excerpts", args.excerpts)):
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be at least 1")
-    if args.lr is not None and not args.lr > 0:
-        raise UsageError("--lr must be positive")
-    inputs = [Path(i) for i in inputs]
-    plans = _plan_outputs(args, inputs, prompts)
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
+        raise UsageError("--lr must be a positive number")
+    if not -(2**63) <= args.seed < 2**63:
+        raise UsageError("--seed must fit in 64 bits")
+    _check_chain(args.chain)
+    if args.template is not None:
+        _check_text(args.template, "--template", needs_prompt=True)
+    if args.anchor is not None:
+        _check_text(args.anchor, "--anchor", needs_prompt=False)
 
     from text2fx import audio_io
     from text2fx.errors import InputError
 
-    import fx
-
-    try:
-        fx.Chain.from_spec(args.chain)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    infos = [audio_io.probe(i) for i in inputs]
+    infos = [audio_io.probe(Path(i)) for i in inputs]
+    plans = _plan_outputs(args, infos, prompts)
     formats = []
     for (audio_path, _), info in zip(plans, [i for i in infos for _ in prompts]):
         try:
             formats.append(audio_io.output_format(audio_path, info, args.subtype))
         except InputError as e:
             raise UsageError(str(e)) from None
+        _check_writable(audio_path, info, *formats[-1])
+    device = _check_device(args.device)
 
-    from text2fx import render as rendering
+    from text2fx import rendering
     from text2fx.engine import DEFAULT_ANCHOR, DEFAULT_TEMPLATE, Engine, prepare_input
 
-    from text2fx.clap import default_device
     from text2fx.optimize import resolve_preset
 
     started = time.perf_counter()
-    preset = resolve_preset(args.preset, args.device or default_device())
-    recipe = Engine.recipe(preset, loss=args.loss, steps=args.steps, lr=args.lr, restarts=args.restarts,
-                           init=args.init, excerpts=args.excerpts)
+    preset = resolve_preset(args.preset, device)
+    given = dict(loss=args.loss, steps=args.steps, lr=args.lr, restarts=args.restarts, init=args.init,
+                 excerpts=args.excerpts)
+    recipe = Engine.recipe(preset, **{k: v for k, v in given.items() if v is not None})
     sources = [rendering.FileSource(info) for info in infos]
     # Bad audio (NaN, silence) is reported before minutes go into loading the model.
     prepared = [prepare_input(src, str(path), recipe.excerpts) for src, path in zip(sources, inputs)]
-    engine = Engine(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=args.device)
+    engine = Engine(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=device)
     label = prompts[0] if len(prompts) == 1 else f"{len(prompts)} prompts"
     update, close = _progress(args.quiet, label)
     try:
         fx_chain, targets = engine.optimize(
             sources, [str(i) for i in inputs], prompts, args.chain, recipe, args.seed,
-            args.template or DEFAULT_TEMPLATE, args.anchor or DEFAULT_ANCHOR, update, prepared,
+            DEFAULT_TEMPLATE if args.template is None else args.template,
+            DEFAULT_ANCHOR if args.anchor is None else args.anchor, update, prepared,
         )
     finally:
         close()
@@ -256,13 +325,28 @@ def run_main(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def _check_device(name: str | None):
+    """The torch device to run on: `name`, or the best available; a usage error if it is not there."""
+    import torch
+
+    from text2fx.clap import default_device
+
+    if name is None:
+        return default_device()
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available[name]:
+        raise UsageError(f"--device {name}: no such device on this machine (available: "
+                         f"{', '.join(k for k, v in available.items() if v)})")
+    return torch.device(name)
+
+
 def run_render(argv: list[str]) -> int:
     args = _render_parser().parse_args(argv)
     inp, out = Path(args.input), Path(args.output)
     _check_output(out, [inp], args.overwrite)
 
     from text2fx import audio_io
-    from text2fx import render as rendering
+    from text2fx import rendering
     from text2fx.engine import load_chain
     from text2fx.errors import InputError
 
@@ -271,12 +355,26 @@ def run_render(argv: list[str]) -> int:
         fmt, subtype = audio_io.output_format(out, info, args.subtype)
     except InputError as e:
         raise UsageError(str(e)) from None
+    _check_writable(out, info, fmt, subtype)
+    device = _check_device(args.device)
     fx_chain, unit = load_chain(args.params, args.chain)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    gain = rendering.render_file(fx_chain.to(args.device), unit, info, out, fmt, subtype, args.device)
+    gain = rendering.render_file(fx_chain.to(device), unit, info, out, fmt, subtype, device)
     if not args.quiet:
         print(f"wrote {out}  (chain {fx_chain.spec}, output gain {gain:+.1f} dB)")
     return EXIT_OK
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def entry() -> None:
+    """The console script: `main` with SIGTERM/SIGHUP handled like Ctrl-C, so a closed terminal or a job
+    manager stopping the command also leaves no temporary files behind."""
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _interrupt)
+    sys.exit(main())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,4 +402,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -11,15 +11,17 @@ Several inputs and/or prompts given together are optimized together in one batch
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict, dataclass
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from text2fx import audio_io, render as rendering
+from text2fx import audio_io, rendering
 from text2fx.embedder import Embedder
 from text2fx.errors import InputError
 from text2fx.excerpts import choose_offsets
@@ -72,7 +74,8 @@ def load_chain(params, expected_spec: str | None = None):
     import fx
 
     d = chain_params(params)
-    if expected_spec is not None and d.get("chain") != expected_spec:
+    canonical = lambda spec: ",".join(n.strip() for n in str(spec).split(","))  # noqa: E731
+    if expected_spec is not None and canonical(d.get("chain")) != canonical(expected_spec):
         raise InputError(f"params are for chain '{d.get('chain')}', not '{expected_spec}'")
     try:
         return fx.Chain.from_dict(d)
@@ -100,9 +103,21 @@ def as_audio(audio, sample_rate: int, what: str = "audio") -> np.ndarray:
         raise InputError(
             f"{what}: too short ({audio.shape[1] / sample_rate:.3f} s); at least {audio_io.MIN_DURATION_S} s is needed"
         )
-    if np.issubdtype(audio.dtype, np.integer):
+    if np.issubdtype(audio.dtype, np.unsignedinteger):  # offset binary, e.g. 8-bit WAV data
+        half = float(np.iinfo(audio.dtype).max + 1) / 2
+        audio = (audio - half) / half
+    elif np.issubdtype(audio.dtype, np.integer):
         audio = audio / float(np.iinfo(audio.dtype).max + 1)
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _fill(text: str, prompt: str, what: str, needs_prompt: bool = False) -> str:
+    if needs_prompt and "{prompt}" not in text:
+        raise InputError(f"{what} {text!r} must contain {{prompt}}, where the prompt goes")
+    try:
+        return text.format(prompt=prompt)
+    except (KeyError, IndexError, ValueError):
+        raise InputError(f"{what} {text!r}: the only placeholder allowed is {{prompt}}") from None
 
 
 def _check_prompts(prompts) -> list[str]:
@@ -176,14 +191,16 @@ class Engine:
         """
         single = not isinstance(audio, (list, tuple))
         audios = [audio] if single else list(audio)
+        if not audios:
+            raise InputError("no input audio given")
         rates = list(sample_rate) if isinstance(sample_rate, (list, tuple)) else [sample_rate] * len(audios)
         if len(rates) != len(audios):
             raise InputError(f"{len(audios)} inputs but {len(rates)} sample rates")
         arrays = [as_audio(a, int(sr), f"input {i}") for i, (a, sr) in enumerate(zip(audios, rates))]
         prompts = _check_prompts(prompt)
         preset = resolve_preset(preset, self.device)
-        recipe = self.recipe(preset, loss=loss, steps=steps, lr=lr, restarts=restarts, init=init,
-                             excerpts=excerpts, **recipe_changes)
+        named = dict(loss=loss, steps=steps, lr=lr, restarts=restarts, init=init, excerpts=excerpts)
+        recipe = self.recipe(preset, **{k: v for k, v in named.items() if v is not None}, **recipe_changes)
         sources = [rendering.ArraySource(a, int(sr)) for a, sr in zip(arrays, rates)]
         fx_chain, targets = self.optimize(sources, [None] * len(sources), prompts, chain, recipe, seed,
                                           template, anchor, progress)
@@ -196,10 +213,11 @@ class Engine:
 
     @staticmethod
     def recipe(preset: str = "default", **changes) -> Recipe:
+        """The named preset with `changes` (Recipe fields) applied; InputError for bad names or values."""
         if preset not in PRESETS:
             raise InputError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
         try:
-            return PRESETS[preset].replace(**changes)
+            return dataclasses.replace(PRESETS[preset], **changes)
         except (TypeError, ValueError) as e:
             raise InputError(str(e)) from None
 
@@ -222,8 +240,8 @@ class Engine:
         Returns the chain and one `Target` per pair, source-major.
         """
         fx_chain = build_chain(chain, seed).to(self.device)
-        texts = [template.format(prompt=p) for p in prompts]
-        anchors = [(anchor or "").format(prompt=p) for p in prompts]
+        texts = [_fill(template, p, "template", needs_prompt=True) for p in prompts]
+        anchors = [_fill(anchor or "", p, "anchor") for p in prompts]
         emb = self.embedder.embed_text(texts + anchors)
         text_emb, anchor_emb = emb[: len(texts)], emb[len(texts) :]
 
@@ -243,6 +261,8 @@ class Engine:
                 fx_chain, self.embedder, clips, sr, [m for m, _ in pairs],
                 text_emb[[j for _, j in pairs]], anchor_emb[[j for _, j in pairs]],
                 recipe, seed, progress,
+                # keyed by the text, so a prompt gets the same random draws alone or in a batch
+                target_keys=[zlib.crc32(texts[j].encode()) for _, j in pairs],
             )
             for (m, j), outcome in zip(pairs, outcomes):
                 i = members[m]

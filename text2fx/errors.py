@@ -13,5 +13,9 @@ class InputError(Text2FXError, ValueError):
     """The caller gave something unusable: a bad file, bad audio, a bad parameter file."""
 
 
+class OutputError(Text2FXError):
+    """An output file could not be written (disk full, folder not writable, format refusing the data)."""
+
+
 class ModelUnavailableError(Text2FXError):
     """A model file (CLAP checkpoint, tokenizer) is missing and cannot be downloaded."""

@@ -12,6 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
+_QUIET_RATIO = 1e-4  # -40 dB in energy
+
 
 def block_energies(blocks: Iterable[np.ndarray]) -> np.ndarray:
     """Sum of squares (over channels and samples) of each `(channels, samples)` block."""
@@ -30,7 +32,8 @@ def choose_offsets(frames: int, window: int, energies: np.ndarray, block: int, c
         count: how many windows at most.
 
     Returns:
-        Sorted start frames. `[0]` when the input is no longer than one window.
+        Sorted start frames. `[0]` when the input is no longer than one window. Windows more than 40 dB
+        quieter than the loudest are never chosen, so there may be fewer than `count`.
     """
     if frames <= window:
         return [0]
@@ -49,8 +52,11 @@ def choose_offsets(frames: int, window: int, energies: np.ndarray, block: int, c
         return total
 
     order = sorted(starts, key=lambda s: (-energy(s), s))
+    loudest = energy(order[0])
     chosen: list[int] = []
     for s in order:
+        if energy(s) < loudest * _QUIET_RATIO:
+            break  # the rest are near silence: tuning effects on them would only add noise to the loss
         if all(abs(s - c) >= window for c in chosen):
             chosen.append(s)
         if len(chosen) == count:

@@ -174,7 +174,10 @@ def load_clap_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ) from None
     except Exception as exc:  # torch raises many types for truncated or foreign files; all mean "unreadable"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"cannot read CLAP checkpoint {path}: {first[:200]}") from None
+        raise InputError(
+            f"cannot read CLAP checkpoint {path}: not a PyTorch checkpoint, or a truncated download "
+            f"({type(exc).__name__}: {first[:160]})"
+        ) from None
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
     if not isinstance(state, dict) or not state:
         raise InputError(f"cannot read CLAP checkpoint {path}: it holds no state dict")

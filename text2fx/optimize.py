@@ -11,11 +11,11 @@ Everything for all targets runs as one batch of `N * K * E` clips.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -78,9 +78,6 @@ class Recipe:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
         if self.check_every < 1:
             raise ValueError(f"check_every must be >= 1, got {self.check_every}")
-
-    def replace(self, **changes) -> "Recipe":
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def resolve_preset(preset: str, device: torch.device | str) -> str:
@@ -156,11 +153,15 @@ def initial_logits(
 
 
 def draw_randomness(
-    neutral_unit: torch.Tensor, candidates: int, clips: int, length: int, recipe: Recipe, seed: int
+    neutral_unit: torch.Tensor, candidates: int, clips: int, length: int, recipe: Recipe, seed: int, key: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Everything random in a run, drawn up front from `seed` on the CPU: starting logits
-    `(candidates, P)` and, with time shifts, the shift of every clip at every step `(steps, clips)`."""
-    generator = torch.Generator().manual_seed(seed)
+    """Everything random about one target, drawn up front on the CPU from `(seed, key)`: starting logits
+    `(candidates, P)` and, with time shifts, the shift of every clip at every step `(steps, clips)`.
+
+    Each target draws from its own stream, so its result does not depend on what else shares the batch.
+    """
+    words = np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, key & 0xFFFFFFFFFFFFFFFF]).generate_state(2)
+    generator = torch.Generator().manual_seed((int(words[0]) << 31) ^ int(words[1]))
     z = initial_logits(neutral_unit, candidates, recipe.init, generator)
     shifts = torch.randint(0, length, (recipe.steps, clips), generator=generator) if recipe.time_shift else None
     return z, shifts
@@ -177,6 +178,7 @@ def optimize(
     recipe: Recipe,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    target_keys: Sequence[int] | None = None,
 ) -> list[Outcome]:
     """Optimize `chain`'s parameters for each target (an input excerpt set paired with a text).
 
@@ -191,6 +193,8 @@ def optimize(
         seed: seeds the starting points and the time shifts; with it a CPU run is bit-reproducible.
         progress: called as `progress(step, steps, loss, best_loss)` every `recipe.check_every` steps, with the
             lowest loss over candidates at this step and so far.
+        target_keys: one integer per target naming its random stream (with `seed`); the same seed and key
+            give a target the same starting points and shifts in any batch. Default: 0, 1, 2, ...
 
     Returns:
         One `Outcome` per target.
@@ -223,10 +227,10 @@ def optimize(
         direction = (1.0 - F.cosine_similarity(emb - cand_input_emb, cand_text - cand_anchor, dim=-1)).mean(1)
         return cos, direction
 
-    z, shifts = draw_randomness(chain.neutral_unit(), n_cand, n_cand * n_exc, length, recipe, seed)
-    z = z.to(device).requires_grad_(True)
-    if shifts is not None:
-        shifts = shifts.to(device)
+    keys = range(n_targets) if target_keys is None else target_keys
+    draws = [draw_randomness(chain.neutral_unit(), k, k * n_exc, length, recipe, seed, key) for key in keys]
+    z = torch.cat([d[0] for d in draws]).to(device).requires_grad_(True)
+    shifts = torch.cat([d[1] for d in draws], dim=1).to(device) if recipe.time_shift else None
 
     optimizer = torch.optim.Adam([z], lr=recipe.lr)
     history = torch.empty(recipe.steps, n_cand, device=device)

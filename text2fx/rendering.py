@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from text2fx import audio_io
+from text2fx.errors import OutputError
 
 PEAK_CEILING_DB = -1.0
 PEAK_CEILING = 10.0 ** (PEAK_CEILING_DB / 20.0)
@@ -134,9 +135,10 @@ def render_file(
     """Process the file `info` into `out_path` (atomically; a float scratch file holds the output until its
     peak is known). Returns the gain applied in dB."""
     out_path = Path(out_path)
-    fd, scratch = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".scratch.wav", dir=out_path.parent)
-    os.close(fd)
+    scratch = None
     try:
+        fd, scratch = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".scratch.wav", dir=out_path.parent)
+        os.close(fd)
         with audio_io.BlockWriter(Path(scratch), info.sample_rate, info.channels, "RF64", "FLOAT") as w:
             peak = process_chunks(chain, params, FileSource(info), w.write, device, chunk_seconds)
         gain = np.float32(level_gain(peak))
@@ -146,6 +148,9 @@ def render_file(
         ) as w:
             for b in audio_io.iter_blocks(scratch, block):
                 w.write(b * gain if gain != 1.0 else b)
+    except (OSError, RuntimeError) as e:  # disk full, folder gone, codec refusing the data
+        raise OutputError(f"cannot write {out_path}: {' '.join(str(e).split())}") from None
     finally:
-        Path(scratch).unlink(missing_ok=True)
+        if scratch is not None:
+            Path(scratch).unlink(missing_ok=True)
     return gain_db(float(gain))
