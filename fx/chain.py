@@ -23,7 +23,6 @@ for any dict whose values have at most 12 significant digits).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from numbers import Real
 

@@ -4,7 +4,6 @@ tokenizer from tests/conftest.py; outputs say nothing about meaning, only that t
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import jsonschema
 import numpy as np

@@ -15,7 +15,6 @@ import dataclasses
 import math
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -39,12 +38,11 @@ _SILENCE = 1e-6
 
 @dataclass
 class Prepared:
-    """An input ready for optimization: its windows and what the report says of it."""
+    """An input ready for optimization: the windows the optimizer listens to."""
 
     source: rendering.Source
     offsets: list[int]
     excerpts: np.ndarray  # (E, channels, window)
-    path: str | None
 
 
 @dataclass
@@ -318,7 +316,7 @@ def prepare_input(source: rendering.Source, path: str | None, count: int, window
         raise InputError(f"{what}: audio is silent; there is nothing for the effects to change")
     offsets = choose_offsets(source.frames, window, np.asarray(energies), block, count)
     excerpts = np.stack([source.read(o, window) for o in offsets]).astype(np.float32, copy=False)
-    return Prepared(source, offsets, excerpts, path)
+    return Prepared(source, offsets, excerpts)
 
 
 def render(audio, sample_rate: int, params, device: str | torch.device = "cpu") -> np.ndarray:
