@@ -103,6 +103,11 @@ class Chain(torch.nn.Module):
         return seeds.pop() if seeds else self._seed
 
     @property
+    def graph_safe(self) -> bool:
+        """Whether every effect can be recorded in a CUDA graph (see ``Effect.graph_safe``)."""
+        return all(e.graph_safe for e in self.effects)
+
+    @property
     def num_params(self) -> int:
         return sum(e.num_params for e in self.effects)
 

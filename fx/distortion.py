@@ -19,6 +19,7 @@ class Distortion(Effect):
 
     type_name = "distortion"
     tail_seconds = 0.0
+    graph_safe = True
     param_specs = (
         ParamSpec("drive_db", "dB", 0.0, 40.0, "linear", 0.0, "gain into the tanh shaper"),
         ParamSpec("mix", "%", 0.0, 100.0, "linear", 0.0, "share of the shaped signal"),

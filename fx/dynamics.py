@@ -20,6 +20,8 @@ class Compressor(Effect):
     type_name = "compressor"
     # Over ten time constants of the slowest release (2 s, 10-90 %): the envelope has forgotten the past.
     tail_seconds = 10.0
+    # torchcomp runs its recursion as a numba kernel outside PyTorch's stream, which a CUDA graph cannot record.
+    graph_safe = False
     param_specs = (
         ParamSpec("threshold_db", "dB", -60.0, 0.0, "linear", 0.0, "level above which gain is reduced"),
         ParamSpec("ratio", "", 1.0, 20.0, "log", 1.0, "input/output level ratio above threshold"),

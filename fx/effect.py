@@ -92,11 +92,16 @@ class Effect(torch.nn.Module):
     ``tail_seconds`` is the effect's memory: how far back (s) input still shapes the output (reverb length,
     filter ring-out, envelope release). Chunked rendering feeds each chunk that much earlier audio, so its
     output equals processing the whole input at once. ``None`` means unknown (a safe default is assumed).
+
+    ``graph_safe`` says :meth:`process` can be recorded in a CUDA graph and replayed: for given shapes it
+    launches the same kernels every call, reads nothing back to the host, and keeps no host-side randomness.
+    Off by default, so an effect must opt in.
     """
 
     type_name: ClassVar[str]
     param_specs: tuple[ParamSpec, ...]
     tail_seconds: float | None = None
+    graph_safe: bool = False
 
     def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
         """Apply the effect.

@@ -70,6 +70,7 @@ class ParametricEQ(Effect):
     type_name = "eq"
     # The slowest ring-out in range (20 Hz, Q 6) has decayed by well over 100 dB after 1.5 s.
     tail_seconds = 1.5
+    graph_safe = True
     param_specs = _eq_specs()
 
     def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:

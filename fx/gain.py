@@ -19,6 +19,7 @@ class Gain(Effect):
 
     type_name = "gain"
     tail_seconds = 0.0
+    graph_safe = True
     param_specs = (ParamSpec("gain_db", "dB", -24.0, 24.0, "linear", 0.0, "output gain"),)
 
     def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:

@@ -82,6 +82,8 @@ class NoiseReverb(Effect):
 
     type_name = "reverb"
     param_specs = _reverb_specs(F.OCTAVE_CENTERS_HZ)
+    # The noise table is built on the first call and cached; later calls only launch kernels.
+    graph_safe = True
 
     def __init__(self, seed: int = 0, ir_length_s: float = RT60_RANGE_S[1], cache_size: int = 4):
         super().__init__()

@@ -32,3 +32,15 @@ def clap_embedder(clap_checkpoint: Path, clap_tokenizer_dir: Path):
     from text2fx.clap import ClapEmbedder
 
     return ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def cuda_clap_embedder(clap_checkpoint: Path, clap_tokenizer_dir: Path):
+    """The same random CLAP on the GPU (tests using it are skipped where there is none)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from text2fx.clap import ClapEmbedder
+
+    return ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cuda")

@@ -1,6 +1,8 @@
 """CUDA correctness: the same computations on the GPU as on the CPU. Skipped where no GPU is present
 (run them on a GPU machine: `python -m pytest tests/test_cuda.py`)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 import fx
 from doubles import SpectralTestEmbedder
 from text2fx.engine import Engine, render
+from text2fx.optimize import GRAPH_MIN_STEPS, Recipe, optimize
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -48,3 +51,56 @@ def test_engine_on_gpu_renders_like_cpu():
     r = engine.apply(audio, 48000, "bright", chain="eq,reverb", steps=5, restarts=2)
     assert r.audio.shape == audio.shape and r.device.startswith("cuda")
     assert np.abs(render(audio, 48000, r.report(), device="cpu") - r.audio).max() < 1e-4
+
+
+def _graph_problem(embedder, spec="eq,reverb", steps=25, **recipe):
+    chain = fx.Chain.from_spec(spec, seed=0).to("cuda")
+    clips = 0.1 * torch.randn(2, 2, 2, 48000 * 2, generator=torch.Generator().manual_seed(0)).cuda()
+    texts = embedder.embed_text(["this sound is warm", "this sound is cold", "this sound is dry"])
+    anchors = embedder.embed_text(["this sound is not warm", "this sound is not cold", "this sound is not dry"])
+    recipe = Recipe(**{"steps": steps, "lr": 0.02, "restarts": 2, "patience": None, **recipe})
+    return lambda **kw: optimize(chain, embedder, clips, 48000, [0, 1, 1], texts, anchors, recipe, 0, **kw)
+
+
+def _assert_same(a, b, atol=1e-4):
+    for x, y in zip(a, b):
+        assert torch.allclose(x.params, y.params, atol=atol), (x.params - y.params).abs().max()
+        assert np.allclose(x.history, y.history, atol=atol)
+        assert (x.steps_run, x.candidate, x.loss) == (y.steps_run, y.candidate, y.loss)
+
+
+@pytest.mark.parametrize("loss", ["cosine", "best"])
+def test_cuda_graph_replay_matches_eager_steps(cuda_clap_embedder, loss):
+    run = _graph_problem(cuda_clap_embedder, loss=loss)
+    _assert_same(run(cuda_graph=True), run(cuda_graph=False))
+
+
+def test_cuda_graph_early_stop_matches_eager(cuda_clap_embedder):
+    run = _graph_problem(cuda_clap_embedder, steps=60, patience=5, check_every=5, min_delta=0.5)
+    graph, eager = run(cuda_graph=True), run(cuda_graph=False)
+    _assert_same(graph, eager)
+    assert graph[0].steps_run < 60
+
+
+def test_graph_unsafe_chain_runs_eagerly_without_warning(cuda_clap_embedder):
+    run = _graph_problem(cuda_clap_embedder, spec="eq,compressor", steps=GRAPH_MIN_STEPS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outcomes = run()
+    assert all(np.isfinite(o.history).all() for o in outcomes)
+
+
+class _SyncingEmbedder(SpectralTestEmbedder):
+    """Claims to be capturable but reads back to the host (boolean indexing), so a capture fails."""
+
+    graph_safe = True
+
+
+def test_capture_failure_falls_back_to_eager():
+    embedder = _SyncingEmbedder(sample_rate=48000, window_seconds=1.0, device="cuda")
+    run = _graph_problem(embedder, steps=GRAPH_MIN_STEPS)
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        fallback = run()
+    _assert_same(fallback, run(cuda_graph=False))
+    with pytest.raises(RuntimeError):
+        run(cuda_graph=True)

@@ -17,7 +17,7 @@ def plain_loop(chain, embedder, clips, sr, text, anchor, z0, shifts, recipe, dir
     """One candidate, step by step. `clips` (E, C, T) are one input's excerpts; `shifts` (steps, E)."""
     with torch.no_grad():
         reference = embedder.embed_audio(clips, sr)
-    z = z0.clone().requires_grad_(True)
+    z = z0.to(clips.device).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=recipe.lr)
     best, best_u = float("inf"), None
     for step in range(recipe.steps):
@@ -31,15 +31,15 @@ def plain_loop(chain, embedder, clips, sr, text, anchor, z0, shifts, recipe, dir
         else:
             loss = (1 - F.cosine_similarity(emb, text, dim=-1)).mean()
         if loss.item() < best:
-            best, best_u = loss.item(), u.detach().clone()
+            best, best_u = loss.item(), u.detach().cpu()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     return best_u, best
 
 
-def compare(chain, embedder, clips, sr, input_index, texts, anchors, recipe, seed=0):
-    outcomes = optimize(chain, embedder, clips, sr, input_index, texts, anchors, recipe, seed)
+def compare(chain, embedder, clips, sr, input_index, texts, anchors, recipe, seed=0, cuda_graph=None):
+    outcomes = optimize(chain, embedder, clips, sr, input_index, texts, anchors, recipe, seed, cuda_graph=cuda_graph)
     k = recipe.restarts * (2 if recipe.loss == "best" else 1)
     n_exc = clips.shape[1]
     for t, (outcome, i) in enumerate(zip(outcomes, input_index)):
@@ -75,3 +75,16 @@ def test_batched_loop_equals_plain_loop_through_clap(clap_embedder):
     anchors = clap_embedder.embed_text(["this sound is not warm", "this sound is not cold"])
     recipe = Recipe(steps=3, lr=0.01, restarts=1, patience=None)
     compare(chain, clap_embedder, clips, sr, [0, 0], texts, anchors, recipe)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_graph_loop_equals_plain_loop_through_clap(cuda_clap_embedder):
+    """The fastest path (CUDA graph replay, capturable Adam) against the plain eager loop on the same GPU."""
+    sr = 48000
+    embedder = cuda_clap_embedder
+    chain = fx.Chain.from_spec("eq,reverb", seed=0).to("cuda")
+    clips = 0.1 * torch.randn(1, 2, 2, 3 * sr, generator=torch.Generator().manual_seed(1)).cuda()
+    texts = embedder.embed_text(["this sound is warm", "this sound is cold"])
+    anchors = embedder.embed_text(["this sound is not warm", "this sound is not cold"])
+    recipe = Recipe(steps=4, lr=0.01, loss="best", restarts=1, patience=None)
+    compare(chain, embedder, clips, sr, [0, 0], texts, anchors, recipe, cuda_graph=True)

@@ -154,3 +154,50 @@ def test_auto_preset_depends_on_the_device():
     assert resolve_preset("auto", "cpu") == "fast"
     assert resolve_preset("auto", "cuda") == "default"
     assert resolve_preset("paper", "cpu") == "paper"
+
+
+def test_cuda_graph_needs_cuda(chain, embedder):
+    clips = noise()
+    target = reachable_target(embedder, chain, clips)
+    with pytest.raises(ValueError, match="CUDA"):
+        optimize(chain, embedder, clips, SR, [0], target, target, Recipe(steps=2), cuda_graph=True)
+    # On the CPU the default (None) and False both run the plain loop.
+    a = optimize(chain, embedder, clips, SR, [0], target, target, Recipe(steps=3, restarts=1))[0]
+    b = optimize(chain, embedder, clips, SR, [0], target, target, Recipe(steps=3, restarts=1), cuda_graph=False)[0]
+    assert torch.equal(a.params, b.params)
+
+
+def test_graph_safety_is_opt_in():
+    assert fx.Chain.from_spec("eq,reverb,gain,distortion").graph_safe
+    assert not fx.Chain.from_spec("eq,compressor").graph_safe  # torchcomp's numba kernel
+
+    class Custom(fx.Effect):
+        type_name = "custom-graph-test"
+        param_specs = ()
+
+        def process(self, audio, sample_rate, params):
+            return audio
+
+    assert not fx.Chain([fx.create_effect("eq"), Custom()]).graph_safe
+
+
+def test_warm_up_before_a_capture_leaves_no_trace(monkeypatch, chain, embedder):
+    """Before recording a CUDA graph the loop runs real warm-up steps, then resets its state; the run must then
+    be exactly the run without warm-up. Simulated here on the CPU (the graph replay itself is tested on CUDA)."""
+    import text2fx.optimize as optimize_module
+
+    clips = noise(channels=2)
+    recipe = Recipe(steps=6, lr=0.05, loss="best", restarts=2, patience=None)
+    plain = run(chain, embedder, clips, recipe)
+
+    def warm_up_then_reset(step, reset, steps, required):
+        for _ in range(3):
+            step()
+        reset()
+        return step
+
+    monkeypatch.setattr(optimize_module, "_use_cuda_graph", lambda *args: True)
+    monkeypatch.setattr(optimize_module, "_capture", warm_up_then_reset)
+    warmed = run(chain, embedder, clips, recipe)
+    assert torch.equal(plain.params, warmed.params)
+    assert plain.history == warmed.history and plain.best_step == warmed.best_step

@@ -223,6 +223,9 @@ class ClapEmbedder:
         self._tokenizer = RobertaTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
         self._resampler = Resampler(self.sample_rate)
         self._text_cache: dict[str, torch.Tensor] = {}
+        # embed_audio launches the same kernels for the same shapes and never waits for the device
+        # (given no `offsets`), so the optimizer may record it in a CUDA graph.
+        self.graph_safe = True
 
     def __repr__(self) -> str:
         return f"ClapEmbedder(name={self.name!r}, audio_arch={self.audio_arch!r}, device={str(self.device)!r})"
@@ -254,7 +257,9 @@ class ClapEmbedder:
         x = self._resampler(x, int(sample_rate))
         batch, length = x.shape
         window = self.window_samples
-        if length > window:
+        if length > window and offsets is None:
+            x = x[:, :window]
+        elif length > window:
             x = x.gather(1, self._crop_index(offsets, batch, length, int(sample_rate)))
         elif length < window:
             x = F.pad(x.repeat(1, window // length), (0, window - (window // length) * length))
@@ -264,16 +269,13 @@ class ClapEmbedder:
         return x
 
     def _crop_index(
-        self, offsets: Sequence[int] | torch.Tensor | None, batch: int, length: int, sample_rate: int
+        self, offsets: Sequence[int] | torch.Tensor, batch: int, length: int, sample_rate: int
     ) -> torch.Tensor:
         """`(batch, window_samples)` gather indices of each item's crop in the 48 kHz signal of `length` samples."""
-        if offsets is None:
-            start = torch.zeros(batch, dtype=torch.long)
-        else:
-            start = torch.as_tensor(offsets).detach().to("cpu").reshape(-1)
-            if start.is_floating_point() or start.numel() != batch:
-                raise InputError(f"offsets must be {batch} integer sample positions, got {offsets!r}")
-            start = start.long() * self.sample_rate // sample_rate
+        start = torch.as_tensor(offsets).detach().to("cpu").reshape(-1)
+        if start.is_floating_point() or start.numel() != batch:
+            raise InputError(f"offsets must be {batch} integer sample positions, got {offsets!r}")
+        start = start.long() * self.sample_rate // sample_rate
         last = length - self.window_samples
         if bool((start < 0).any()) or bool((start > last).any()):
             raise InputError(
@@ -297,10 +299,13 @@ class ClapEmbedder:
         audio branch, audio projection, L2 normalisation. Differentiable with respect to `audio`.
         """
         x = self.model_input(audio, sample_rate, offsets, quantize=quantize)
-        longer = torch.full((x.shape[0],), audio.shape[-1] * self.sample_rate > self.window_samples * sample_rate)
+        # Made on the device: a host-to-device copy here would stop the step from being captured in a CUDA graph.
+        longer = torch.full(
+            (x.shape[0],), audio.shape[-1] * self.sample_rate > self.window_samples * sample_rate, device=self.device
+        )
         with _no_meshgrid_warning():
             features = self.model.audio_branch(
-                {"waveform": x, "longer": longer.to(self.device)}, mixup_lambda=None, device=self.device
+                {"waveform": x, "longer": longer}, mixup_lambda=None, device=self.device
             )["embedding"]
         return F.normalize(self.model.audio_projection(features), dim=-1)
 

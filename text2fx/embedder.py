@@ -19,6 +19,10 @@ class Embedder(Protocol):
         sample_rate: the rate (Hz) the model's audio branch works at.
         window_samples: how many samples (at `sample_rate`) the audio branch sees per embedding.
         device: where the model lives; inputs are moved there.
+
+    An embedder may also set `graph_safe = True` when `embed_audio` (without offsets) can be recorded in a
+    CUDA graph: the same kernels for the same shapes, no reads back to the host. The optimizer then replays
+    its steps as a graph on CUDA. Optional; absent means False.
     """
 
     name: str

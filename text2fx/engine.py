@@ -136,14 +136,19 @@ class Engine:
         embedder: an already loaded embedder (anything implementing `text2fx.embedder.Embedder`). If None,
             a `text2fx.clap.ClapEmbedder` is loaded from `checkpoint` / `tokenizer` (see there for where
             files are looked for) on `device` (default: best available).
+        cuda_graphs: on CUDA, replay each optimization step as a CUDA graph when the chain and the embedder
+            allow it (see `text2fx.optimize.optimize`); False turns this off. The results agree to float
+            rounding either way.
     """
 
-    def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None):
+    def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None,
+                 cuda_graphs: bool = True):
         if embedder is None:
             from text2fx.clap import ClapEmbedder
 
             embedder = ClapEmbedder(checkpoint=checkpoint, tokenizer=tokenizer, device=device)
         self.embedder = embedder
+        self.cuda_graphs = cuda_graphs
 
     @property
     def device(self) -> torch.device:
@@ -261,6 +266,7 @@ class Engine:
                 recipe, seed, progress,
                 # keyed by the text, so a prompt gets the same random draws alone or in a batch
                 target_keys=[zlib.crc32(texts[j].encode()) for _, j in pairs],
+                cuda_graph=None if self.cuda_graphs else False,
             )
             for (m, j), outcome in zip(pairs, outcomes):
                 i = members[m]
