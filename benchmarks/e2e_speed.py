@@ -9,6 +9,8 @@ One synthetic 10 s stereo 48 kHz clip, chain EQ -> reverb, cosine loss, Adam lr 
 (b) The engine (`Engine.apply`, preset "paper": 600 steps, lr 0.01, random init, cosine loss), stereo, on
     the same clip and the same random-weight CLAP checkpoint.
 (c) The engine with 16 prompts in one batch.
+With --modes eager,graph (GPU), (b) and (c) are measured twice: plain, then replaying each step as a CUDA
+graph.
 
 Per-step times are medians over timed steps after a warm-up. Time-to-result excludes model loading (reported
 separately, after an untimed first load so both paths find libraries imported and the checkpoint in the page
@@ -17,7 +19,7 @@ time-to-result is extrapolated as (time of a short run) + (remaining steps x per
 CLAP weights are random (speed does not depend on them): nothing here measures quality.
 
     python benchmarks/e2e_speed.py --device cpu            # ~15 min on 2 cores (the baseline's reverb is slow)
-    python benchmarks/e2e_speed.py --device cuda --full    # real 600-step runs
+    python benchmarks/e2e_speed.py --device cuda --modes eager,graph   # real 600-step runs, with and without graphs
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ def baseline_steps(module, audio: np.ndarray, text_emb: torch.Tensor, steps: int
     return times
 
 
+def say(message: str) -> None:
+    """Progress as it happens (stderr, unbuffered): a run cut short still shows what it measured."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -109,9 +116,14 @@ def main() -> int:
                     help="also run the 'fast' preset to the end (default on CPU: the CPU target)")
     ap.add_argument("--workdir", type=Path, help="keep the random checkpoint here between runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--modes", default="eager",
+                    help="engine modes to measure, comma-separated: eager (default), graph (CUDA graph replay, "
+                         "Engine(cuda_graphs=True); GPU only)")
     args = ap.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
+    if not set(args.modes.split(",")) <= {"eager", "graph"} or ("graph" in args.modes and not gpu):
+        ap.error("--modes takes eager and/or graph (graph needs --device cuda)")
     full = args.full or gpu
     baseline_n = args.baseline_steps or (20 if gpu else 2)
     short = args.short or (50 if gpu else 3)
@@ -137,7 +149,7 @@ def main() -> int:
     ClapEmbedder(checkpoint, tokenizer, device=device)
     ours, results["load_engine_s"] = timed(lambda: ClapEmbedder(checkpoint, tokenizer, device=device))
     module, results["load_baseline_s"] = timed(lambda: laion_reference_module(checkpoint, tokenizer, str(device)))
-    engine = text2fx.Engine(ours)
+    say(f"model load: engine {results['load_engine_s']:.2f} s, laion-clap {results['load_baseline_s']:.2f} s")
 
     try:
         text_emb = torch.as_tensor(module.get_text_embedding(["this sound is warm and bright"], use_tensor=True))
@@ -145,77 +157,84 @@ def main() -> int:
         times = baseline_steps(module, audio, text_emb.to(device).detach(), baseline_n + 1, device)[1:]
         results["baseline_step_s"] = statistics.median(times)
     except Exception as exc:  # keep the engine's numbers even if the old code path breaks on this machine
-        print(f"baseline failed: {exc!r}", file=sys.stderr)
+        say(f"baseline failed: {exc!r}")
         results["baseline_step_s"] = float("nan")
     results["baseline_result_s"] = results["baseline_step_s"] * 600  # its loop has no fixed costs to speak of
+    say(f"baseline step: {1000 * results['baseline_step_s']:.1f} ms")
     del module
 
-    def apply(prompts, steps, preset="paper", engine=engine):
+    def apply(engine, prompts, steps, preset="paper"):
         def run():
             r = engine.apply(audio, SR, prompts, chain="eq,reverb", preset=preset, steps=steps)
             sync(device)
             return r
         return timed(run)
 
-    apply("warm and bright", 2)  # warm-up: caches, allocator, kernels
-    _, t_short = apply("warm and bright", short)
-    _, t_longer = apply("warm and bright", 2 * short)
-    # The difference of two run lengths: fixed costs (input analysis, a CUDA graph's capture, rendering) cancel.
-    results["engine_step_s"] = (t_longer - t_short) / short
-    if gpu:
-        eager = text2fx.Engine(ours, cuda_graphs=False)
-        _, t_short = apply("warm and bright", short, engine=eager)
-        _, t_longer = apply("warm and bright", 2 * short, engine=eager)
-        results["engine_eager_step_s"] = (t_longer - t_short) / short
-    if full:
-        _, results["engine_result_s"] = apply("warm and bright", 600)
-        results["engine_result_estimated"] = False
-    else:
-        results["engine_result_s"] = t_short + (600 - short) * results["engine_step_s"]
-        results["engine_result_estimated"] = True
+    def step_time(engine, prompts) -> tuple[float, float]:
+        """Per-step time from two run lengths (fixed costs cancel: input analysis, a graph's capture,
+        rendering), and the shorter run's time."""
+        _, t_short = apply(engine, prompts, short)
+        _, t_longer = apply(engine, prompts, 2 * short)
+        return (t_longer - t_short) / short, t_short
 
-    if gpu:
-        torch.cuda.reset_peak_memory_stats(device)
-    apply(PROMPTS, 2)
-    _, b_short = apply(PROMPTS, short)
-    _, b_longer = apply(PROMPTS, 2 * short)
-    results["batch16_step_s"] = (b_longer - b_short) / short
-    if full:
-        _, results["batch16_result_s"] = apply(PROMPTS, 600)
-    else:
-        results["batch16_result_s"] = b_short + (600 - short) * results["batch16_step_s"]
-    if gpu:
-        results["batch16_peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+    # In the order given (eager first by default): numbers already measured are printed as they come.
+    modes = args.modes.split(",")
+    for mode in modes:
+        engine = text2fx.Engine(ours, cuda_graphs=mode == "graph")
+        apply(engine, "warm and bright", 2)  # warm-up: caches, allocator, kernels
+        step, t_short = step_time(engine, "warm and bright")
+        results[f"{mode}_step_s"] = step
+        if full:
+            _, results[f"{mode}_result_s"] = apply(engine, "warm and bright", 600)
+        else:
+            results[f"{mode}_result_s"] = t_short + (600 - short) * step
+        say(f"engine ({mode}): step {1000 * step:.2f} ms, 600 steps {results[f'{mode}_result_s']:.2f} s")
+
+        if gpu:
+            torch.cuda.reset_peak_memory_stats(device)
+        apply(engine, PROMPTS, 2)
+        step, b_short = step_time(engine, PROMPTS)
+        results[f"{mode}_batch16_step_s"] = step
+        if full:
+            _, results[f"{mode}_batch16_result_s"] = apply(engine, PROMPTS, 600)
+        else:
+            results[f"{mode}_batch16_result_s"] = b_short + (600 - short) * step
+        if gpu:
+            results[f"{mode}_batch16_peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        say(f"engine ({mode}), 16 prompts: step {1000 * step:.2f} ms, "
+            f"600 steps {results[f'{mode}_batch16_result_s']:.2f} s")
 
     if fast_preset:
-        r, results["fast_preset_s"] = apply("warm and bright", None, preset="fast")
+        r, results["fast_preset_s"] = apply(text2fx.Engine(ours), "warm and bright", None, preset="fast")
         results["fast_preset_steps_run"] = r.optimization["steps_run"]
 
-    est = " (est.)" if results["engine_result_estimated"] else ""
-    b, e = results["baseline_step_s"], results["engine_step_s"]
+    est = "" if full else " (est.)"
+    b = results["baseline_step_s"]
     rows = [
-        ("model load (s)", results["load_baseline_s"], results["load_engine_s"]),
-        ("one step, batch 1 (ms)", 1000 * b, 1000 * e),
+        ("model load (s)", results["load_baseline_s"], {m: results["load_engine_s"] for m in modes}, ""),
+        ("one step, batch 1 (ms)", 1000 * b, {m: 1000 * results[f"{m}_step_s"] for m in modes}, ""),
+        ("paper recipe, 600 steps (s)", results["baseline_result_s"],
+         {m: results[f"{m}_result_s"] for m in modes}, est),
+        ("16 prompts: one step (ms)", 16000 * b, {m: 1000 * results[f"{m}_batch16_step_s"] for m in modes}, ""),
+        ("16 prompts: 600 steps (s)", 16 * results["baseline_result_s"],
+         {m: results[f"{m}_batch16_result_s"] for m in modes}, est),
     ]
-    if "engine_eager_step_s" in results:
-        rows.append(("one step, batch 1, no CUDA graph (ms)", 1000 * b, 1000 * results["engine_eager_step_s"]))
-    rows += [
-        ("paper recipe, 600 steps (s)", results["baseline_result_s"], results["engine_result_s"]),
-        ("16 prompts: one step (ms)", 16000 * b, 1000 * results["batch16_step_s"]),
-        ("16 prompts: 600 steps (s)", 16 * results["baseline_result_s"], results["batch16_result_s"]),
-    ]
+    names = {"eager": "Text2FX engine", "graph": "engine, CUDA graphs"}
     print(f"\ndevice: {results.get('gpu', device)}  torch {torch.__version__}  "
           f"(baseline: {baseline_n} timed steps; engine: runs of {short} and {2 * short} steps)\n")
-    print("| measure | paper's code path | Text2FX engine | speed-up |")
-    print("|---|---:|---:|---:|")
-    for name, base, ours_v in rows:
-        mark = est if "600" in name else ""
+    print("| measure | paper's code path | " + " | ".join(names[m] for m in modes)
+          + " | " + " | ".join(f"speed-up ({m})" for m in modes) + " |")
+    print("|---|---:|" + "---:|" * (2 * len(modes)))
+    for name, base, ours_v, mark in rows:
         base_mark = " (est.)" if "600" in name or "16 prompts" in name else ""
-        print(f"| {name} | {base:,.1f}{base_mark} | {ours_v:,.1f}{mark} | {base / ours_v:,.1f}x |")
-    print(f"\n16 prompts batched vs 1 prompt, per step: {results['batch16_step_s'] / e:.2f}x the time; "
-          f"600 steps: {results['batch16_result_s'] / results['engine_result_s']:.2f}x")
-    if "batch16_peak_gpu_gb" in results:
-        print(f"peak GPU memory, 16 prompts: {results['batch16_peak_gpu_gb']:.2f} GB")
+        cells = [f"{ours_v[m]:,.2f}{mark}" for m in modes] + [f"{base / ours_v[m]:,.1f}x" for m in modes]
+        print(f"| {name} | {base:,.1f}{base_mark} | " + " | ".join(cells) + " |")
+    for m in modes:
+        print(f"\n{names[m]}: 16 prompts batched vs 1 prompt: "
+              f"{results[f'{m}_batch16_step_s'] / results[f'{m}_step_s']:.2f}x per step, "
+              f"{results[f'{m}_batch16_result_s'] / results[f'{m}_result_s']:.2f}x for 600 steps")
+        if f"{m}_batch16_peak_gpu_gb" in results:
+            print(f"{names[m]}: peak GPU memory, 16 prompts: {results[f'{m}_batch16_peak_gpu_gb']:.2f} GB")
     if fast_preset:
         print(f"'fast' preset, 10 s stereo clip, to the end: {results['fast_preset_s']:.1f} s "
               f"({results['fast_preset_steps_run']} steps)")

@@ -82,11 +82,11 @@ def test_cuda_graph_early_stop_matches_eager(cuda_clap_embedder):
     assert graph[0].steps_run < 60
 
 
-def test_graph_unsafe_chain_runs_eagerly_without_warning(cuda_clap_embedder):
+def test_cuda_graph_unsafe_chain_runs_eagerly_without_warning(cuda_clap_embedder):
     run = _graph_problem(cuda_clap_embedder, spec="eq,compressor", steps=GRAPH_MIN_STEPS)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        outcomes = run()
+        outcomes = run(cuda_graph=None)
     assert all(np.isfinite(o.history).all() for o in outcomes)
 
 
@@ -96,11 +96,26 @@ class _SyncingEmbedder(SpectralTestEmbedder):
     graph_safe = True
 
 
-def test_capture_failure_falls_back_to_eager():
+def test_cuda_graph_capture_failure_falls_back_to_eager():
     embedder = _SyncingEmbedder(sample_rate=48000, window_seconds=1.0, device="cuda")
     run = _graph_problem(embedder, steps=GRAPH_MIN_STEPS)
     with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
-        fallback = run()
+        fallback = run(cuda_graph=None)
     _assert_same(fallback, run(cuda_graph=False))
     with pytest.raises(RuntimeError):
         run(cuda_graph=True)
+
+
+def test_engine_with_cuda_graphs_matches_without(cuda_clap_embedder):
+    audio = (0.1 * np.random.default_rng(1).standard_normal((2, 48000 * 3))).astype(np.float32)
+    kwargs = dict(chain="eq,reverb", preset="paper", steps=GRAPH_MIN_STEPS + 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed capture would warn: it must not happen here
+        graphed = Engine(cuda_clap_embedder, cuda_graphs=True).apply(audio, 48000, ["warm", "cold"], **kwargs)
+    plain = Engine(cuda_clap_embedder).apply(audio, 48000, ["warm", "cold"], **kwargs)
+    chain = fx.Chain.from_spec("eq,reverb")
+    for a, b in zip(graphed, plain):
+        ua, ub = chain.params_from_dict(a.params), chain.params_from_dict(b.params)
+        assert torch.allclose(ua, ub, atol=1e-4), (ua - ub).abs().max()
+        assert np.allclose(a.history, b.history, atol=1e-4)
+        assert np.abs(a.audio - b.audio).max() < 1e-3

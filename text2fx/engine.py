@@ -137,12 +137,13 @@ class Engine:
             a `text2fx.clap.ClapEmbedder` is loaded from `checkpoint` / `tokenizer` (see there for where
             files are looked for) on `device` (default: best available).
         cuda_graphs: on CUDA, replay each optimization step as a CUDA graph when the chain and the embedder
-            allow it (see `text2fx.optimize.optimize`); False turns this off. The results agree to float
-            rounding either way.
+            allow it (see `text2fx.optimize.optimize`; falls back to plain steps, with a warning, if the
+            capture fails). The results agree to float rounding either way. Off by default until the graph
+            path has been measured and checked on a GPU (`benchmarks/gpu_check.sh`).
     """
 
     def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = False):
         if embedder is None:
             from text2fx.clap import ClapEmbedder
 
