@@ -102,7 +102,8 @@ def main() -> int:
         def bf16_step() -> None:
             z.grad = None
             y = chain.process(x, SR, torch.sigmoid(z), validate=False)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            # no autocast weight cache: a captured graph must not refer to casts freed after the warm-up
+            with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
                 emb = embedder.embed_audio(y, SR)
             emb.float().sum().backward()
 
