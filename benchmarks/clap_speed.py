@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from text2fx.clap import ClapEmbedder  # noqa: E402
-from text2fx.testing import laion_reference_module, make_random_clap_checkpoint, make_test_tokenizer  # noqa: E402
+from text2fx.testing import laion_reference_module, random_clap_files  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -61,11 +61,7 @@ def main() -> None:
     device = torch.device(args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = args.workdir or Path(tmp)
-        checkpoint = workdir / "random-tiny.pt"
-        if not checkpoint.exists():
-            make_random_clap_checkpoint(checkpoint, "tiny", seed=0)
-        tokenizer_dir = make_test_tokenizer(workdir / "tokenizer")
+        checkpoint, tokenizer_dir = random_clap_files(args.workdir or tmp)
 
         # A fresh interpreter, as a CLI run sees it: includes importing torch, transformers and clap_module.
         code = (

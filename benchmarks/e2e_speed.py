@@ -131,15 +131,10 @@ def main() -> int:
 
     import text2fx
     from text2fx.clap import ClapEmbedder
-    from text2fx.testing import laion_reference_module, make_random_clap_checkpoint, make_test_tokenizer
+    from text2fx.testing import laion_reference_module, random_clap_files
 
     tmp = tempfile.TemporaryDirectory()
-    workdir = args.workdir or Path(tmp.name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint = workdir / "random-tiny.pt"
-    if not checkpoint.exists():
-        make_random_clap_checkpoint(checkpoint, "tiny", seed=0)
-    tokenizer = make_test_tokenizer(workdir / "tokenizer")
+    checkpoint, tokenizer = random_clap_files(args.workdir or tmp.name)
     audio = clip()
     results: dict = {"device": str(device), "torch": torch.__version__}
     if gpu:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fx  # noqa: E402
 from text2fx.clap import ClapEmbedder  # noqa: E402
 from text2fx.optimize import Recipe, optimize  # noqa: E402
-from text2fx.testing import make_random_clap_checkpoint, make_test_tokenizer  # noqa: E402
+from text2fx.testing import random_clap_files  # noqa: E402
 
 SR = 48000
 
@@ -65,12 +65,7 @@ def main() -> int:
         print("needs a CUDA device", file=sys.stderr)
         return 2
     tmp = tempfile.TemporaryDirectory()
-    workdir = args.workdir or Path(tmp.name)
-    workdir.mkdir(parents=True, exist_ok=True)
-    checkpoint = workdir / "random-tiny.pt"
-    if not checkpoint.exists():
-        make_random_clap_checkpoint(checkpoint, "tiny", seed=0)
-    embedder = ClapEmbedder(checkpoint, make_test_tokenizer(workdir / "tokenizer"), device="cuda")
+    embedder = ClapEmbedder(*random_clap_files(args.workdir or tmp.name), device="cuda")
     chain = fx.Chain.from_spec("eq,reverb", seed=0).to("cuda")
     g = torch.Generator().manual_seed(0)
 

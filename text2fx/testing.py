@@ -68,6 +68,17 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
+def random_clap_files(workdir: str | Path) -> tuple[Path, Path]:
+    """`(checkpoint, tokenizer_dir)` of a random HTSAT-tiny CLAP in `workdir`, made on first use and reused
+    after (the benchmarks share one folder, so each run does not rebuild the ~600 MB checkpoint)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint = workdir / "random-tiny.pt"
+    if not checkpoint.exists():
+        make_random_clap_checkpoint(checkpoint, "tiny", seed=0)
+    return checkpoint, make_test_tokenizer(workdir / "tokenizer")
+
+
 def make_test_tokenizer(folder: str | Path, num_merges: int = 200) -> Path:
     """Write a small byte-level BPE tokenizer (`vocab.json`, `merges.txt`) into `folder` and return it.
 
