@@ -1,58 +1,68 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, sized for a short lease: `gpu_check.sh plain` (CUDA tests and benchmarks
-# without CUDA graphs, about 4 minutes on an H100/H200), then `gpu_check.sh graph` (the CUDA-graph tests and
-# measurements, about 3 minutes), or `gpu_check.sh` for both; a run never takes more than GPU_CHECK_BUDGET
-# seconds (default 540). Run as two calls where a hang could cost the whole lease: the graph part is the one
-# that has never run on a GPU.
+# Everything that needs a GPU, as one run sized for a short lease (about 6 minutes on an H100/H200; never more
+# than GPU_CHECK_BUDGET seconds, default 520). Stages run in order of importance, so a lease cut short still
+# returns what matters most:
 #
-# Each stage writes its own log straight to a file (no pipe that an orphaned child could hold open), is killed
-# at its time limit, and has the tail of its log echoed, so a stage that hangs or crashes costs only itself.
-# All logs end up in ${OUT:-.}/gpu_check.log (stage by stage); the end-to-end numbers also in
-# ${OUT:-.}/gpu_e2e_{eager,graph}.json.
+#   device imports tests_graph e2e tests_plain capture_failure breakdown fx clap
+#
+# `gpu_check.sh e2e breakdown` runs only the stages named.
+#
+# Each stage appends its output straight to a file under ${OUT:-.} (setup.log, tests.log, e2e.log,
+# breakdown.log, micro.log; the end-to-end numbers also go to gpu_e2e.json), so what a stage printed survives
+# even if the whole run is killed. Each stage is stopped at its time limit with SIGABRT first, which makes
+# Python print every thread's stack (PYTHONFAULTHANDLER) to show where it hung, then SIGKILL. One line per
+# stage goes to stdout and ${OUT:-.}/gpu_check.log.
 set -u
 cd "$(dirname "$0")/.."
 out="${OUT:-.}"
-logs=$(mktemp -d)
-export PYTHONUNBUFFERED=1
-deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-540}))
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+ulimit -c 0  # an aborted stage must not leave a core file of several GB
+deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-520}))
+bench=/tmp/t2fx-bench
+all=(device imports tests_graph e2e tests_plain capture_failure breakdown fx clap)
+wanted=("$@")
+((${#wanted[@]})) || wanted=("${all[@]}")
+for name in "${wanted[@]}"; do
+  [[ " ${all[*]} " == *" $name "* ]] || { echo "unknown stage '$name'; stages: ${all[*]}" >&2; exit 2; }
+done
 
-stage() {  # stage NAME LIMIT_SECONDS COMMAND...
-  local name=$1 limit=$2 left=$((deadline - SECONDS))
-  shift 2
+say() { echo "$(date +%T) $*" | tee -a "$out/gpu_check.log"; }
+
+stage() {  # stage NAME FILE LIMIT_SECONDS COMMAND...
+  local name=$1 file=$out/$2 limit=$3 left=$((deadline - SECONDS))
+  shift 3
+  [[ " ${wanted[*]} " == *" $name "* ]] || return 0
   if ((left < 15)); then
-    echo "$(date +%T) skip $name: out of time"
-    return
+    say "skip $name: out of time"
+    return 0
   fi
   ((limit > left)) && limit=$left
-  echo "$(date +%T) start $name (limit ${limit} s)"
-  timeout -k 10 "$limit" "$@" >"$logs/$name.log" 2>&1
+  say "start $name (limit ${limit} s)"
+  echo "===== $name ($(date +%T))" >>"$file"
+  local start=$SECONDS
+  timeout -s ABRT -k 10 "$limit" "$@" >>"$file" 2>&1 </dev/null
   local rc=$?
-  local verdict="$(date +%T) end $name: exit $rc$( ((rc == 124 || rc == 137)) && echo ' (time limit)')"
-  { echo "===== $name"; cat "$logs/$name.log"; echo "$verdict"; } >>"$out/gpu_check.log"
-  echo "$verdict"
-  tail -n "${GPU_CHECK_TAIL:-25}" "$logs/$name.log"
+  local how=""
+  ((rc == 124 || rc == 134 || rc == 137)) && how=" (time limit or abort)"
+  echo "===== end $name: exit $rc$how" >>"$file"
+  say "end $name: exit $rc$how after $((SECONDS - start)) s"
 }
 
-part=${1:-all}
-case $part in plain | graph | all) ;; *) echo "usage: $0 [plain|graph|all]" >&2; exit 2 ;; esac
-stage device 30 sh -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv &&
-  python -c "import sys, torch, numpy; print(sys.version.split()[0], torch.__version__, numpy.__version__)"'
-if [[ $part != graph ]]; then
-  stage imports 90 python -c 'import fx, text2fx.engine, text2fx.cli, dasp_pytorch, torchcomp, soundfile, jsonschema
+tests="tests/test_cuda.py tests/test_fast_path.py"
+pytest_opts="-q -rs -p no:cacheprovider -o faulthandler_timeout=90"
+stage device setup.log 30 sh -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv &&
+  python -c "import sys, torch, numpy; print(sys.version.split()[0], torch.__version__, numpy.__version__,
+  torch.cuda.get_device_name())"'
+stage imports setup.log 60 python -c 'import fx, text2fx.engine, text2fx.cli, dasp_pytorch, torchcomp, soundfile
 from text2fx.clap import clap_module; clap_module(); print("imports ok")'
-  stage tests_plain 150 python -m pytest -q -rs tests/test_cuda.py tests/test_fast_path.py -k "not graph"
-  stage e2e 150 python benchmarks/e2e_speed.py --device cuda --modes eager --workdir /tmp/t2fx-bench \
-    --json "$out/gpu_e2e_eager.json"
-  stage fx 60 python benchmarks/fx_speed.py --device cuda
-  stage clap 60 python benchmarks/clap_speed.py --device cuda --workdir /tmp/t2fx-bench
-fi
-if [[ $part != plain ]]; then
-  stage tests_graph 120 python -m pytest -q -rs tests/test_cuda.py tests/test_fast_path.py \
-    -k "graph and not capture_failure"
-  # Alone: a failed capture must not be able to disturb other tests.
-  stage capture_failure 45 python -m pytest -q -rs tests/test_cuda.py -k capture_failure
-  stage e2e_graph 150 python benchmarks/e2e_speed.py --device cuda --modes graph --workdir /tmp/t2fx-bench \
-    --json "$out/gpu_e2e_graph.json"
-  stage breakdown 60 python benchmarks/step_breakdown.py --workdir /tmp/t2fx-bench
-fi
-echo "$(date +%T) done"
+stage tests_graph tests.log 150 python -m pytest $pytest_opts $tests -k "(graph and not capture_failure) or reproducible"
+stage e2e e2e.log 240 python benchmarks/e2e_speed.py --device cuda --modes eager,graph --workdir $bench \
+  --json "$out/gpu_e2e.json"
+stage tests_plain tests.log 120 python -m pytest $pytest_opts $tests -k "not graph and not reproducible"
+# Alone: a failed capture must not be able to disturb other tests.
+stage capture_failure tests.log 45 python -m pytest $pytest_opts tests/test_cuda.py -k capture_failure
+stage breakdown breakdown.log 90 python benchmarks/step_breakdown.py --workdir $bench
+stage fx micro.log 60 python benchmarks/fx_speed.py --device cuda
+stage clap micro.log 60 python benchmarks/clap_speed.py --device cuda --workdir $bench
+say "done"

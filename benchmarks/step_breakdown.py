@@ -44,6 +44,15 @@ def event_ms(fn: Callable[[], None], repeats: int = 30) -> float:
     return statistics.median(times)
 
 
+def measured(time_ms: Callable[[], float]) -> str:
+    """One table cell: a variant that fails (an op without bf16 kernels, say) costs its cell, not the table."""
+    try:
+        return f"{time_ms():.2f}"
+    except RuntimeError as exc:
+        print(f"  ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]})", file=sys.stderr)
+        return "failed"
+
+
 def graphed(fn: Callable[[], None]) -> Callable[[], None]:
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -105,7 +114,8 @@ def main() -> int:
         for name, fn in (("EQ -> reverb, fwd+bwd", chain_step), ("CLAP audio, fwd+bwd", clap_step),
                          ("both, fwd+bwd", whole_step), ("both, TF32 matmuls", tf32_step),
                          ("both, CLAP in bf16 autocast", bf16_step)):
-            print(f"| {name} | {batch} | {event_ms(fn):.2f} | {event_ms(graphed(fn)):.2f} |")
+            print(f"| {name} | {batch} | {measured(lambda: event_ms(fn))} | {measured(lambda: event_ms(graphed(fn)))} |",
+                  flush=True)
 
     clips = (0.1 * torch.randn(1, 1, 2, 10 * SR, generator=g)).cuda()
     text = embedder.embed_text(["this sound is warm and bright"])

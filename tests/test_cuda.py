@@ -82,11 +82,20 @@ def test_cuda_graph_early_stop_matches_eager(cuda_clap_embedder):
     assert graph[0].steps_run < 60
 
 
+def test_eager_cuda_steps_are_reproducible(cuda_clap_embedder):
+    """The yardstick for the graph tests: two eager runs on the GPU agree (atomics in backward kernels could
+    make them drift apart, and then graph vs eager would prove nothing)."""
+    run = _graph_problem(cuda_clap_embedder)
+    _assert_same(run(cuda_graph=False), run(cuda_graph=False))
+
+
 def test_cuda_graph_unsafe_chain_runs_eagerly_without_warning(cuda_clap_embedder):
     run = _graph_problem(cuda_clap_embedder, spec="eq,compressor", steps=GRAPH_MIN_STEPS)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         outcomes = run(cuda_graph=None)
+    # Only our own warning matters: numba may add performance notes about its compressor kernel's grid.
+    assert not [w for w in caught if "CUDA graph" in str(w.message)]
     assert all(np.isfinite(o.history).all() for o in outcomes)
 
 
