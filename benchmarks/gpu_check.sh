@@ -62,7 +62,7 @@ stage e2e e2e.log 240 python benchmarks/e2e_speed.py --device cuda --modes eager
 stage tests_plain tests.log 120 python -m pytest $pytest_opts $tests -k "not graph and not reproducible"
 # Alone: a failed capture must not be able to disturb other tests.
 stage capture_failure tests.log 45 python -m pytest $pytest_opts tests/test_cuda.py -k capture_failure
-stage breakdown breakdown.log 90 python benchmarks/step_breakdown.py --workdir $bench
+stage breakdown breakdown.log 120 python benchmarks/step_breakdown.py --profile --workdir $bench
 stage fx micro.log 60 python benchmarks/fx_speed.py --device cuda
 stage clap micro.log 60 python benchmarks/clap_speed.py --device cuda --workdir $bench
 say "done"

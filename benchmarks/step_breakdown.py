@@ -1,12 +1,16 @@
-"""Where one optimization step's time goes on a GPU, and what TF32 would change.
+"""Where one optimization step's time goes on a GPU, and what TF32 or bf16 would change.
 
 On a 10 s stereo 48 kHz clip, chain EQ -> reverb, random-weight HTSAT-tiny CLAP, at batch 1 and 16, times
 (medians of CUDA-event timings) the parts of a step: the chain forward+backward, CLAP's audio embedding
-forward+backward, and the whole step as `text2fx.optimize` runs it; each part eagerly and as a replayed CUDA
-graph. Then runs the optimizer with TF32 matrix products off (the engine's setting) and on, and reports the
-step time and how far the parameters move apart: TF32 would only be worth adopting if both are convincing.
+forward+backward (with the engine's front end and with laion-clap's own, `reference_frontend=True`), and the
+whole step as `text2fx.optimize` runs it; each part eagerly and as a replayed CUDA graph. Then runs the
+optimizer with TF32 matrix products off (the engine's setting) and on, and reports the step time and how far
+the parameters move apart: TF32 would only be worth adopting if both are convincing.
 
-    python benchmarks/step_breakdown.py --workdir /tmp/t2fx-bench     # CUDA only
+With --profile, also prints the CUDA operators that take the most time in a whole step at batch 1 and 16,
+and the operators of a step that have no deterministic CUDA kernel (`torch.use_deterministic_algorithms`).
+
+    python benchmarks/step_breakdown.py --workdir /tmp/t2fx-bench [--profile]     # CUDA only
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -66,19 +71,50 @@ def graphed(fn: Callable[[], None]) -> Callable[[], None]:
     return graph.replay
 
 
+def top_ops(fn: Callable[[], None], rows: int = 14) -> str:
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=60)
+
+
+def unsupported_deterministic(fn: Callable[[], None]) -> list[str]:
+    """Names of the ops in `fn` that PyTorch has no deterministic CUDA kernel for."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fn()
+            torch.cuda.synchronize()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    found = [str(w.message).split(" does not have a deterministic")[0] for w in caught
+             if "deterministic" in str(w.message)]
+    return sorted(set(found))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--profile", action="store_true", help="also list the costliest and the nondeterministic ops")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
     tmp = tempfile.TemporaryDirectory()
-    embedder = ClapEmbedder(*random_clap_files(args.workdir or tmp.name), device="cuda")
+    files = random_clap_files(args.workdir or tmp.name)
+    embedder = ClapEmbedder(*files, device="cuda")
+    reference = ClapEmbedder(*files, device="cuda", reference_frontend=True)
     chain = fx.Chain.from_spec("eq,reverb", seed=0).to("cuda")
     g = torch.Generator().manual_seed(0)
 
     print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}\n")
+    profiles: dict[int, str] = {}
+    nondeterministic: list[str] = []
     print("| part (ms) | batch | eager | CUDA graph |")
     print("|---|---:|---:|---:|")
     for batch in (1, 16):
@@ -93,6 +129,10 @@ def main() -> int:
         def clap_step() -> None:
             wave.grad = None
             embedder.embed_audio(wave, SR).sum().backward()
+
+        def reference_clap_step() -> None:
+            wave.grad = None
+            reference.embed_audio(wave, SR).sum().backward()
 
         def whole_step() -> None:
             z.grad = None
@@ -111,11 +151,21 @@ def main() -> int:
                 emb = embedder.embed_audio(y, SR)
             emb.float().sum().backward()
 
+        if args.profile:
+            profiles[batch] = top_ops(whole_step)
+            if batch == 1:
+                nondeterministic = unsupported_deterministic(whole_step)
         for name, fn in (("EQ -> reverb, fwd+bwd", chain_step), ("CLAP audio, fwd+bwd", clap_step),
+                         ("CLAP audio, laion-clap front end", reference_clap_step),
                          ("both, fwd+bwd", whole_step), ("both, TF32 matmuls", tf32_step),
                          ("both, CLAP in bf16 autocast", bf16_step)):
-            print(f"| {name} | {batch} | {measured(lambda: event_ms(fn))} | {measured(lambda: event_ms(graphed(fn)))} |",
-                  flush=True)
+            eager, graph = measured(lambda: event_ms(fn)), measured(lambda: event_ms(graphed(fn)))
+            print(f"| {name} | {batch} | {eager} | {graph} |", flush=True)
+
+    for batch, table in profiles.items():
+        print(f"\nwhole step, batch {batch}: CUDA time by operator\n{table}")
+    if args.profile:
+        print("\nops of a step without a deterministic CUDA kernel:", ", ".join(nondeterministic) or "none")
 
     clips = (0.1 * torch.randn(1, 1, 2, 10 * SR, generator=g)).cuda()
     text = embedder.embed_text(["this sound is warm and bright"])
@@ -126,23 +176,25 @@ def main() -> int:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             low = embedder.embed_audio(clips[0], SR).float()
     print(f"\nbf16 autocast vs fp32 embedding: cosine {torch.nn.functional.cosine_similarity(exact, low).item():.6f}")
-    print("\n| matrix products | optimizer step, batch 1 (ms) | params after 100 steps: max diff to fp32 |")
+    # The same fp32 run twice first: how far two identical runs drift apart is the yardstick for TF32's drift.
+    print("\n| matrix products | optimizer step, batch 1, CUDA graph (ms) | params after 100 steps: max diff |")
     print("|---|---:|---:|")
-    for tf32 in (False, True):
+    for label, tf32 in (("fp32", False), ("fp32, again", False), ("TF32", True)):
         torch.backends.cuda.matmul.allow_tf32 = tf32
         run = lambda steps: optimize(chain, embedder, clips, SR, [0], text, anchor,  # noqa: E731
-                                     Recipe(steps=steps, lr=0.01, restarts=1, excerpts=1, patience=None))
+                                     Recipe(steps=steps, lr=0.01, restarts=1, excerpts=1, patience=None),
+                                     cuda_graph=True)
         run(20)
         start, mid, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
         start.record()
         run(50)
         mid.record()
-        outcomes[tf32] = run(100)[0].params
+        outcomes[label] = run(100)[0].params
         end.record()
         end.synchronize()
         step_ms = (mid.elapsed_time(end) - start.elapsed_time(mid)) / 50
-        diff = (outcomes[tf32] - outcomes[False]).abs().max().item()
-        print(f"| {'TF32' if tf32 else 'fp32'} | {step_ms:.2f} | {diff:.2e} |")
+        diff = (outcomes[label] - outcomes["fp32"]).abs().max().item()
+        print(f"| {label} | {step_ms:.2f} | {diff:.2e} |", flush=True)
     torch.backends.cuda.matmul.allow_tf32 = False
     return 0
 

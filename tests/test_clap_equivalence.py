@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,13 @@ def laion_clap_module(clap_checkpoint: Path, clap_tokenizer_dir: Path):
     from text2fx.testing import laion_reference_module
 
     return laion_reference_module(clap_checkpoint, clap_tokenizer_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def reference_frontend_embedder(clap_checkpoint: Path, clap_tokenizer_dir: Path):
+    from text2fx.clap import ClapEmbedder
+
+    return ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cpu", reference_frontend=True)
 
 
 def _assert_close(ours: torch.Tensor, reference: torch.Tensor) -> None:
@@ -48,6 +56,8 @@ def test_audio_embedding_matches_laion_clap(clap_embedder, laion_clap_module, se
     if offsets is not None:
         assert any(o > 0 for o in offsets)
 
+    # The comparison below covers the FFT spectrogram and matrix stretch, not laion-clap's code run by us.
+    assert clap_embedder.frontend == ["fft_spectrogram", "matrix_stretch"]
     with torch.no_grad():
         np.random.seed(1234)
         ref_float = laion_clap_module.get_audio_embedding_from_data(audio, use_tensor=True)
@@ -72,3 +82,34 @@ def test_text_embedding_matches_laion_clap(clap_embedder, laion_clap_module) -> 
         single_reference = laion_clap_module.get_text_embedding(texts[1:2], use_tensor=True)
     _assert_close(clap_embedder.embed_text(texts), reference)
     _assert_close(clap_embedder.embed_text(texts[1:2]), single_reference)
+
+
+def test_reference_frontend_is_laion_clap_bit_for_bit(reference_frontend_embedder, laion_clap_module) -> None:
+    audio = 0.3 * torch.randn(2, 5 * 48000, generator=torch.Generator().manual_seed(5))
+    assert reference_frontend_embedder.frontend == []
+    with torch.no_grad():
+        reference = laion_clap_module.get_audio_embedding_from_data(audio, use_tensor=True)
+        ours = reference_frontend_embedder.embed_audio(audio[:, None, :], 48000)
+    assert torch.equal(ours, reference)
+
+
+def test_fast_frontend_gradient_is_closer_to_float64(clap_embedder, reference_frontend_embedder) -> None:
+    """The gradient the optimizer follows: the FFT front end's is more accurate than laion-clap's direct DFT."""
+    audio = 0.1 * torch.randn(1, 2, 48000 * 10, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+
+    def gradient(embedder, dtype):
+        x = audio.to(dtype).requires_grad_(True)
+        wave = embedder.model_input(x, 48000).to(dtype)
+        branch = embedder.model.audio_branch({"waveform": wave, "longer": torch.zeros(1, dtype=torch.bool)})
+        emb = torch.nn.functional.normalize(embedder.model.audio_projection(branch["embedding"]), dim=-1)
+        (grad,) = torch.autograd.grad(emb[:, :16].sum(), x)
+        return grad.double()
+
+    exact = copy.deepcopy(reference_frontend_embedder)
+    exact.model.double()
+    want = gradient(exact, torch.float64)
+    error = {e: ((gradient(e, torch.float32) - want).norm() / want.norm()).item()
+             for e in (clap_embedder, reference_frontend_embedder)}
+    print(f"relative gradient error: fast {error[clap_embedder]:.1e}, laion-clap {error[reference_frontend_embedder]:.1e}")
+    assert error[clap_embedder] < 1e-5
+    assert error[clap_embedder] < error[reference_frontend_embedder]

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from text2fx.errors import InputError
+from text2fx.htsat_frontend import install_fast_frontend
 from text2fx.model_files import (
     ModelFiles,
     detect_audio_arch,
@@ -188,11 +189,15 @@ class ClapEmbedder:
         tokenizer: folder holding RoBERTa's `vocab.json` and `merges.txt`; default `$TEXT2FX_CLAP_TOKENIZER`,
             then the cached `roberta-base` tokenizer (downloaded once).
         device: `"cpu"`, `"cuda"`, `"mps"`, ...; default: the best available one.
+        reference_frontend: run HTSAT's spectrogram and time stretch with laion-clap's own code, bit for bit,
+            instead of the equivalent FFT and matrix forms (`text2fx.htsat_frontend`), which are faster and,
+            on CUDA, reproducible from run to run.
 
     Attributes:
         name: checkpoint file name. sample_rate: 48000 (Hz). window_samples: 480000 (10 s at 48 kHz).
         device: where the model runs. audio_arch: "HTSAT-tiny" or "HTSAT-base" (read from the weights).
         files: the resolved checkpoint and tokenizer paths.
+        frontend: the front-end replacements in use (empty with `reference_frontend=True`).
 
     Raises:
         ModelUnavailableError: a model file is missing and cannot be downloaded.
@@ -204,6 +209,8 @@ class ClapEmbedder:
         checkpoint: str | Path | None = None,
         tokenizer: str | Path | None = None,
         device: str | torch.device | None = None,
+        *,
+        reference_frontend: bool = False,
     ) -> None:
         self.files: ModelFiles = resolve_model_files(checkpoint, tokenizer)
         self.device = torch.device(device) if device is not None else default_device()
@@ -213,6 +220,7 @@ class ClapEmbedder:
         self.name = self.files.checkpoint.name
         with _no_meshgrid_warning():
             self.model = load_clap_model(state, self.audio_arch, self.device, source=source)
+        self.frontend: list[str] = [] if reference_frontend else install_fast_frontend(self.model.audio_branch)
         self.sample_rate: int = self.model.audio_cfg.sample_rate
         self.window_samples: int = self.model.audio_cfg.clip_samples
         self.embedding_dim = EMBEDDING_DIM
