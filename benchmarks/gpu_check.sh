@@ -3,9 +3,10 @@
 # than GPU_CHECK_BUDGET seconds, default 520). Stages run in order of importance, so a lease cut short still
 # returns what matters most:
 #
-#   device imports tests_graph e2e tests_plain capture_failure breakdown fx clap
+#   device imports tests_graph e2e tests_plain capture_failure breakdown determinism fx clap
 #
-# `gpu_check.sh e2e breakdown` runs only the stages named.
+# `gpu_check.sh e2e breakdown` runs only the stages named, in the order given. E2E_MODES (default eager,graph)
+# is passed to e2e_speed.py --modes.
 #
 # Each stage appends its output straight to a file under ${OUT:-.} (setup.log, tests.log, e2e.log,
 # breakdown.log, micro.log; the end-to-end numbers also go to gpu_e2e.json), so what a stage printed survives
@@ -20,7 +21,7 @@ export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFF
 ulimit -c 0  # an aborted stage must not leave a core file of several GB
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-520}))
 bench=/tmp/t2fx-bench
-all=(device imports tests_graph e2e tests_plain capture_failure breakdown fx clap)
+all=(device imports tests_graph e2e tests_plain capture_failure breakdown determinism fx clap)
 wanted=("$@")
 ((${#wanted[@]})) || wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -32,7 +33,6 @@ say() { echo "$(date +%T) $*" | tee -a "$out/gpu_check.log"; }
 stage() {  # stage NAME FILE LIMIT_SECONDS COMMAND...
   local name=$1 file=$out/$2 limit=$3 left=$((deadline - SECONDS))
   shift 3
-  [[ " ${wanted[*]} " == *" $name "* ]] || return 0
   if ((left < 15)); then
     say "skip $name: out of time"
     return 0
@@ -51,18 +51,23 @@ stage() {  # stage NAME FILE LIMIT_SECONDS COMMAND...
 
 tests="tests/test_cuda.py tests/test_fast_path.py"
 pytest_opts="-q -rs -p no:cacheprovider -o faulthandler_timeout=90"
-stage device setup.log 30 sh -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv &&
-  python -c "import sys, torch, numpy; print(sys.version.split()[0], torch.__version__, numpy.__version__,
-  torch.cuda.get_device_name())"'
-stage imports setup.log 60 python -c 'import fx, text2fx.engine, text2fx.cli, dasp_pytorch, torchcomp, soundfile
-from text2fx.clap import clap_module; clap_module(); print("imports ok")'
-stage tests_graph tests.log 150 python -m pytest $pytest_opts $tests -k "(graph and not capture_failure) or reproducible"
-stage e2e e2e.log 240 python benchmarks/e2e_speed.py --device cuda --modes eager,graph --workdir $bench \
-  --json "$out/gpu_e2e.json"
-stage tests_plain tests.log 120 python -m pytest $pytest_opts $tests -k "not graph and not reproducible"
-# Alone: a failed capture must not be able to disturb other tests.
-stage capture_failure tests.log 45 python -m pytest $pytest_opts tests/test_cuda.py -k capture_failure
-stage breakdown breakdown.log 120 python benchmarks/step_breakdown.py --profile --workdir $bench
-stage fx micro.log 60 python benchmarks/fx_speed.py --device cuda
-stage clap micro.log 60 python benchmarks/clap_speed.py --device cuda --workdir $bench
+for name in "${wanted[@]}"; do
+  case $name in
+  device) stage device setup.log 30 sh -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv &&
+    python -c "import sys, torch, numpy; print(sys.version.split()[0], torch.__version__, numpy.__version__,
+    torch.cuda.get_device_name())"' ;;
+  imports) stage imports setup.log 60 python -c 'import fx, text2fx.engine, text2fx.cli, dasp_pytorch, torchcomp
+from text2fx.clap import clap_module; clap_module(); print("imports ok")' ;;
+  tests_graph) stage tests_graph tests.log 150 python -m pytest $pytest_opts $tests -k "graph and not capture_failure" ;;
+  e2e) stage e2e e2e.log 240 python benchmarks/e2e_speed.py --device cuda --modes "${E2E_MODES:-eager,graph}" \
+    --workdir $bench --json "$out/gpu_e2e.json" ;;
+  tests_plain) stage tests_plain tests.log 120 python -m pytest $pytest_opts $tests -k "not graph" ;;
+  # Alone: a failed capture must not be able to disturb other tests.
+  capture_failure) stage capture_failure tests.log 45 python -m pytest $pytest_opts tests/test_cuda.py -k capture_failure ;;
+  breakdown) stage breakdown breakdown.log 120 python benchmarks/step_breakdown.py --profile --workdir $bench ;;
+  determinism) stage determinism breakdown.log 90 python benchmarks/cuda_determinism.py --workdir $bench ;;
+  fx) stage fx micro.log 60 python benchmarks/fx_speed.py --device cuda ;;
+  clap) stage clap micro.log 60 python benchmarks/clap_speed.py --device cuda --workdir $bench ;;
+  esac
+done
 say "done"

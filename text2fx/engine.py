@@ -137,13 +137,14 @@ class Engine:
             a `text2fx.clap.ClapEmbedder` is loaded from `checkpoint` / `tokenizer` (see there for where
             files are looked for) on `device` (default: best available).
         cuda_graphs: on CUDA, replay each optimization step as a CUDA graph when the chain and the embedder
-            allow it (see `text2fx.optimize.optimize`; falls back to plain steps, with a warning, if the
-            capture fails). The results agree to float rounding either way. Off by default until the graph
-            path has been measured and checked on a GPU (`benchmarks/gpu_check.sh`).
+            allow it and the run has at least `text2fx.optimize.GRAPH_MIN_STEPS` steps (see
+            `text2fx.optimize.optimize`; falls back to plain steps, with a warning, if the capture fails).
+            About 7x faster per step for one prompt on an H200 (`benchmarks/RESULTS.md`); the computation
+            is the same either way. False: always plain steps.
     """
 
     def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None,
-                 cuda_graphs: bool = False):
+                 cuda_graphs: bool = True):
         if embedder is None:
             from text2fx.clap import ClapEmbedder
 

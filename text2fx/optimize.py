@@ -226,7 +226,7 @@ def optimize(
     seed: int = 0,
     progress: ProgressFn | None = None,
     target_keys: Sequence[int] | None = None,
-    cuda_graph: bool | None = False,
+    cuda_graph: bool | None = None,
 ) -> list[Outcome]:
     """Optimize `chain`'s parameters for each target (an input excerpt set paired with a text).
 
@@ -244,10 +244,11 @@ def optimize(
         target_keys: one integer per target naming its random stream (with `seed`); the same seed and key
             give a target the same starting points and shifts in any batch. Default: 0, 1, 2, ...
         cuda_graph: replay each step as one CUDA graph (it removes the per-kernel launch cost that bounds
-            a small batch's step time on a GPU). False (default): never. None: on CUDA, when the chain and
-            the embedder declare themselves capturable (`graph_safe`) and the run has at least
-            `GRAPH_MIN_STEPS` steps; if the capture fails the loop warns and runs without. True: always
-            (CUDA only), failures raise. The result is the same either way, to float rounding.
+            a small batch's step time on a GPU). None (default): on CUDA, when the chain and the embedder
+            declare themselves capturable (`graph_safe`) and the run has at least `GRAPH_MIN_STEPS` steps;
+            if the capture fails the loop warns and runs without. True: always (CUDA only), failures
+            raise. False: never. The kernels, and so the result, are the same either way (on a GPU, to the
+            run-to-run float differences that GPU kernels have anyway).
 
     Returns:
         One `Outcome` per target.
