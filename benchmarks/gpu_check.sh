@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything that needs a GPU, as one run sized for a short lease (about 6 minutes on an H100/H200; never more
+# Everything that needs a GPU, as one run sized for a short lease (about 8 minutes on an H200; never more
 # than GPU_CHECK_BUDGET seconds, default 520). Stages run in order of importance, so a lease cut short still
 # returns what matters most:
 #

@@ -450,5 +450,13 @@ def compressor(
     gain_db = -torch.relu((1.0 - 1.0 / ratio)[:, None] * (level_db - threshold_db[:, None]))
     at = ms2coef(attack_ms, sample_rate)
     rt = ms2coef(release_ms, sample_rate)
-    g = compressor_core(db_to_amp(gain_db), level_db.new_ones(x.shape[0]), at, rt)
+    try:
+        g = compressor_core(db_to_amp(gain_db), level_db.new_ones(x.shape[0]), at, rt)
+    except Exception as exc:  # noqa: BLE001 - anything numba raises: name the culprit and the way around it
+        kernel = "numba-cuda" if x.device.type == "cuda" else "numba"
+        raise RuntimeError(
+            f"the compressor's kernel (torchcomp on {kernel}) failed on {x.device.type}: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())} - {kernel} may not match the installed numpy; "
+            "run on another device or leave the compressor out of the chain"
+        ) from exc
     return x * g[:, None, :] * db_to_amp(makeup_gain_db)[:, None, None]

@@ -163,6 +163,21 @@ def test_compressor_gradients_finite_at_range_edges():
     assert torch.isfinite(u.grad).all()
 
 
+def test_compressor_kernel_failure_names_the_cause(monkeypatch):
+    """A numba that cannot compile torchcomp's kernel (seen: numba-cuda calling `np.row_stack`, gone in numpy
+    2.5) is reported as what it is, with a way around it, not as a bare AttributeError from deep inside."""
+    import torchcomp
+
+    def broken(*args, **kwargs):
+        raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+
+    monkeypatch.setattr(torchcomp, "compressor_core", broken)
+    comp = fx.Compressor()
+    with pytest.raises(RuntimeError, match=r"compressor's kernel \(torchcomp on numba\) failed on cpu: "
+                                           r"AttributeError: .*row_stack.*leave the compressor out"):
+        comp.process(_noise(1, 2, 0.1, 44100), 44100, comp.unit_to_physical(torch.full((1, 5), 0.5)))
+
+
 # ---------------------------------------------------------------------------------------
 # Compressor, distortion, gain behaviour
 # ---------------------------------------------------------------------------------------

@@ -190,8 +190,8 @@ class ClapEmbedder:
             then the cached `roberta-base` tokenizer (downloaded once).
         device: `"cpu"`, `"cuda"`, `"mps"`, ...; default: the best available one.
         reference_frontend: run HTSAT's spectrogram and time stretch with laion-clap's own code, bit for bit,
-            instead of the equivalent FFT and matrix forms (`text2fx.htsat_frontend`), which are faster and,
-            on CUDA, reproducible from run to run.
+            instead of the equivalent FFT and matrix forms (`text2fx.htsat_frontend`), which are faster and
+            more accurate in float32.
 
     Attributes:
         name: checkpoint file name. sample_rate: 48000 (Hz). window_samples: 480000 (10 s at 48 kHz).
