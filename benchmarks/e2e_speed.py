@@ -9,7 +9,7 @@ One synthetic 10 s stereo 48 kHz clip, chain EQ -> reverb, cosine loss, Adam lr 
 (b) The engine (`Engine.apply`, preset "paper": 600 steps, lr 0.01, random init, cosine loss), stereo, on
     the same clip and the same random-weight CLAP checkpoint.
 (c) The engine with 16 prompts in one batch.
-With --modes eager,graph (GPU), (b) and (c) are measured twice: plain, then replaying each step as a CUDA
+On a GPU (default --modes eager,graph), (b) and (c) are measured twice: plain, then replaying each step as a CUDA
 graph.
 
 Per-step times are medians over timed steps after a warm-up. Time-to-result excludes model loading (reported
@@ -19,7 +19,7 @@ time-to-result is extrapolated as (time of a short run) + (remaining steps x per
 CLAP weights are random (speed does not depend on them): nothing here measures quality.
 
     python benchmarks/e2e_speed.py --device cpu            # ~15 min on 2 cores (the baseline's reverb is slow)
-    python benchmarks/e2e_speed.py --device cuda --modes eager,graph   # real 600-step runs, with and without graphs
+    python benchmarks/e2e_speed.py --device cuda     # real 600-step runs, plain steps and CUDA graphs
 """
 
 from __future__ import annotations
@@ -116,12 +116,14 @@ def main() -> int:
                     help="also run the 'fast' preset to the end (default on CPU: the CPU target)")
     ap.add_argument("--workdir", type=Path, help="keep the random checkpoint here between runs")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--modes", default="eager",
-                    help="engine modes to measure, comma-separated: eager (default), graph (CUDA graph replay, "
-                         "Engine(cuda_graphs=True); GPU only)")
+    ap.add_argument("--modes",
+                    help="engine modes to measure, comma-separated: eager (plain steps, Engine(cuda_graphs=False)), "
+                         "graph (CUDA graph replay, the engine's default on a GPU); default: eager on a CPU, "
+                         "eager,graph on a GPU")
     args = ap.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
+    args.modes = args.modes or ("eager,graph" if gpu else "eager")
     if not set(args.modes.split(",")) <= {"eager", "graph"} or ("graph" in args.modes and not gpu):
         ap.error("--modes takes eager and/or graph (graph needs --device cuda)")
     full = args.full or gpu
