@@ -29,6 +29,7 @@ from numbers import Real
 import torch
 from torch import Tensor
 
+from . import functional as F
 from .effect import Effect, check_audio, check_sample_rate, create_effect
 from .params import ParamSpec, clamp_in_range
 
@@ -132,8 +133,21 @@ class Chain(torch.nn.Module):
 
     # -- processing -----------------------------------------------------------------------
 
-    def process(self, audio: Tensor, sample_rate: float, params: Tensor, validate: bool = True) -> Tensor:
+    @property
+    def linear(self) -> bool:
+        """Whether every effect is linear and time-invariant (see ``Effect.linear``): the chain then runs as
+        one product of frequency responses."""
+        return len(self.effects) > 0 and all(e.linear for e in self.effects)
+
+    def process(
+        self, audio: Tensor, sample_rate: float, params: Tensor, validate: bool = True, mono: bool = False
+    ) -> Tensor:
         """Run the chain.
+
+        A chain of linear effects (``self.linear``) with two filters or more (or one, with ``mono``) runs in
+        the frequency domain: one FFT of the input, the product of the effects' responses, one inverse FFT
+        (with ``mono``, one per item rather than per channel).  Other chains run effect by effect.  Both
+        give the same output, to float rounding.
 
         Args:
             audio: ``(batch, channels, samples)`` or ``(1, channels, samples)`` (broadcast
@@ -145,9 +159,12 @@ class Chain(torch.nn.Module):
             validate: check ``params`` for NaN/Inf (``ValueError``); costs one host sync,
                 so a hot loop may pass ``False`` once its inputs are known to be good.
                 Shape and sample-rate checks always run (no sync).
+            mono: return the mean of the output channels, ``(batch, 1, samples)``: what a listener
+                that downmixes to mono hears, computed without forming every channel's output when
+                the chain is linear.
 
         Returns:
-            ``(batch, channels, samples)``.
+            ``(batch, channels, samples)``, or ``(batch, 1, samples)`` with ``mono``.
         """
         check_audio(audio)
         check_sample_rate(sample_rate)
@@ -166,12 +183,45 @@ class Chain(torch.nn.Module):
             raise ValueError("params contain NaN or Inf")
         params = clamp_in_range(params.to(device=audio.device, dtype=audio.dtype), 0.0, 1.0)
         x = audio.expand(batch, -1, -1)
-        for effect, p in zip(self.effects, self.unit_to_physical(params)):
+        physical = self.unit_to_physical(params)
+        if self._spectral_pays(sample_rate, x.shape[-1], mono):
+            return self._process_spectral(x, sample_rate, physical, mono)
+        for effect, p in zip(self.effects, physical):
             x = effect.process(x, sample_rate, p)
-        return x
+        return x.mean(dim=1, keepdim=True) if mono else x
 
-    def forward(self, audio: Tensor, sample_rate: float, params: Tensor, validate: bool = True) -> Tensor:
-        return self.process(audio, sample_rate, params, validate)
+    def _spectral_pays(self, sample_rate: float, samples: int, mono: bool) -> bool:
+        # One pass through the frequency domain replaces each filter's own FFTs: worth it from two filters on,
+        # or from one when only the channel mean is wanted. Gains alone stay in the time domain (exact).
+        if not self.linear:
+            return False
+        filters = sum(e.response_length(sample_rate, samples) > 1 for e in self.effects)
+        return filters >= 2 or (mono and filters >= 1)
+
+    def _process_spectral(self, x: Tensor, sample_rate: float, physical: list[dict[str, Tensor]], mono: bool) -> Tensor:
+        samples = x.shape[-1]
+        # The chain's impulse response is as long as the effects' together: room for it keeps the
+        # circular convolution from wrapping onto the output.
+        n_fft = F.next_fast_len(samples + sum(e.response_length(sample_rate, samples) - 1 for e in self.effects))
+        response = None
+        for effect, p in zip(self.effects, physical):
+            h = effect.frequency_response(x, sample_rate, p, n_fft)
+            response = h if response is None else response * h
+        if x.shape[0] > 1 and x.stride(0) == 0:
+            x = x[:1]  # one input shared by the batch: transformed once
+        spectrum = F.rfft(x, n_fft)
+        if mono and response.shape[1] == 1:
+            out = spectrum.mean(dim=1, keepdim=True) * response
+        else:
+            out = spectrum * response
+            if mono:
+                out = out.mean(dim=1, keepdim=True)
+        return torch.fft.irfft(out, n=n_fft)[..., :samples]
+
+    def forward(
+        self, audio: Tensor, sample_rate: float, params: Tensor, validate: bool = True, mono: bool = False
+    ) -> Tensor:
+        return self.process(audio, sample_rate, params, validate, mono)
 
     # -- export / import ------------------------------------------------------------------
 

@@ -96,12 +96,17 @@ class Effect(torch.nn.Module):
     ``graph_safe`` says :meth:`process` can be recorded in a CUDA graph and replayed: for given shapes it
     launches the same kernels every call, reads nothing back to the host, and keeps no host-side randomness.
     Off by default, so an effect must opt in.
+
+    ``linear`` says the effect is linear and time-invariant for given parameters and implements
+    :meth:`response_length` and :meth:`frequency_response`: a :class:`~fx.Chain` of such effects then runs as
+    one multiplication of spectra (one forward and one inverse FFT for the whole chain).
     """
 
     type_name: ClassVar[str]
     param_specs: tuple[ParamSpec, ...]
     tail_seconds: float | None = None
     graph_safe: bool = False
+    linear: bool = False
 
     def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
         """Apply the effect.
@@ -118,6 +123,30 @@ class Effect(torch.nn.Module):
 
     def forward(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
         return self.process(audio, sample_rate, params)
+
+    def response_length(self, sample_rate: float, samples: int) -> int:
+        """For a ``linear`` effect: how many samples of its impulse response reach the first ``samples``
+        output samples (``1`` for a pure gain)."""
+        raise NotImplementedError(f"{type(self).__name__} is not a linear effect")
+
+    def frequency_response(
+        self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor], n_fft: int
+    ) -> Tensor:
+        """For a ``linear`` effect: the complex response ``H`` on the ``rfft`` grid of length ``n_fft`` such that
+        ``irfft(rfft(audio, n_fft) * H, n_fft)[..., :samples]`` is ``process(audio, ...)`` whenever
+        ``n_fft >= samples + response_length(sample_rate, samples) - 1``.
+
+        Args:
+            audio: ``(batch, channels, samples)``; only its shape, device and dtype are used.
+            sample_rate: Hz.
+            params: as :meth:`process`.
+            n_fft: transform length.
+
+        Returns:
+            ``(batch, channels, n_fft // 2 + 1)`` complex, or ``(batch, 1, n_fft // 2 + 1)`` when every
+            channel gets the same filter.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not a linear effect")
 
     @property
     def num_params(self) -> int:

@@ -71,6 +71,7 @@ class ParametricEQ(Effect):
     # The slowest ring-out in range (20 Hz, Q 6) has decayed by well over 100 dB after 1.5 s.
     tail_seconds = 1.5
     graph_safe = True
+    linear = True
     param_specs = _eq_specs()
 
     def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
@@ -78,6 +79,17 @@ class ParametricEQ(Effect):
         check_sample_rate(sample_rate)
         p = self.batch_params(params, audio.shape[0], audio)
         return F.parametric_eq(audio, sample_rate, **p)
+
+    def response_length(self, sample_rate: float, samples: int) -> int:
+        return int(F.EQ_RESPONSE_SECONDS * sample_rate)
+
+    def frequency_response(
+        self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor], n_fft: int
+    ) -> Tensor:
+        check_audio(audio)
+        check_sample_rate(sample_rate)
+        p = self.batch_params(params, audio.shape[0], audio)
+        return F.eq_response(n_fft, sample_rate, audio.dtype, **p)[:, None, :]
 
 
 def eq_frequency_response(

@@ -20,6 +20,7 @@ class Gain(Effect):
     type_name = "gain"
     tail_seconds = 0.0
     graph_safe = True
+    linear = True
     param_specs = (ParamSpec("gain_db", "dB", -24.0, 24.0, "linear", 0.0, "output gain"),)
 
     def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
@@ -27,3 +28,14 @@ class Gain(Effect):
         check_sample_rate(sample_rate)
         p = self.batch_params(params, audio.shape[0], audio)
         return F.gain(audio, p["gain_db"])
+
+    def response_length(self, sample_rate: float, samples: int) -> int:
+        return 1
+
+    def frequency_response(
+        self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor], n_fft: int
+    ) -> Tensor:
+        check_audio(audio)
+        check_sample_rate(sample_rate)
+        p = self.batch_params(params, audio.shape[0], audio)
+        return F.db_to_amp(p["gain_db"])[:, None, None].to(audio.dtype.to_complex())

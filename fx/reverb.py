@@ -84,6 +84,7 @@ class NoiseReverb(Effect):
     param_specs = _reverb_specs(F.OCTAVE_CENTERS_HZ)
     # The noise table is built on the first call and cached; later calls only launch kernels.
     graph_safe = True
+    linear = True
 
     def __init__(self, seed: int = 0, ir_length_s: float = RT60_RANGE_S[1], cache_size: int = 4):
         super().__init__()
@@ -130,22 +131,24 @@ class NoiseReverb(Effect):
         return rt60, gains
 
     def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
+        return F.noise_reverb(audio, sample_rate, *self._functional_args(audio, sample_rate, params))
+
+    def response_length(self, sample_rate: float, samples: int) -> int:
+        return F.reverb_response_length(samples, self.ir_length(sample_rate), MAX_PREDELAY_MS / 1000.0, sample_rate)
+
+    def frequency_response(
+        self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor], n_fft: int
+    ) -> Tensor:
+        args = self._functional_args(audio, sample_rate, params)
+        return F.reverb_response(n_fft, audio.shape[-1], sample_rate, *args)
+
+    def _functional_args(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> tuple:
         check_audio(audio)
         check_sample_rate(sample_rate)
         p = self.batch_params(params, audio.shape[0], audio)
         rt60, gains = self._split(p)
         noise = self.band_noise(sample_rate, audio.shape[1], audio.device, audio.dtype)
-        return F.noise_reverb(
-            audio,
-            sample_rate,
-            noise,
-            rt60,
-            gains,
-            p["predelay_ms"] / 1000.0,
-            p["mix"],
-            ir_length=self.ir_length(sample_rate),
-            max_predelay_s=MAX_PREDELAY_MS / 1000.0,
-        )
+        return noise, rt60, gains, p["predelay_ms"] / 1000.0, p["mix"], self.ir_length(sample_rate), MAX_PREDELAY_MS / 1000.0
 
     def impulse_response(
         self, sample_rate: float, params: Mapping[str, Tensor | float], channels: int = 1

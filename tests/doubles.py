@@ -19,6 +19,7 @@ class SpectralTestEmbedder:
     """Implements `text2fx.embedder.Embedder` cheaply: log band energies -> random projection -> L2 norm."""
 
     name = "spectral-test-double"
+    mixes_to_mono = True  # embed_audio averages the channels
 
     def __init__(self, sample_rate: int = 16000, window_seconds: float = 1.0, dim: int = 32, bands: int = 32,
                  seed: int = 0, device: str = "cpu"):

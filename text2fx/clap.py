@@ -234,6 +234,8 @@ class ClapEmbedder:
         # embed_audio launches the same kernels for the same shapes and never waits for the device
         # (given no `offsets`), so the optimizer may record it in a CUDA graph.
         self.graph_safe = True
+        # model_input averages the channels before anything else.
+        self.mixes_to_mono = True
 
     def __repr__(self) -> str:
         return f"ClapEmbedder(name={self.name!r}, audio_arch={self.audio_arch!r}, device={str(self.device)!r})"

@@ -23,6 +23,10 @@ class Embedder(Protocol):
     An embedder may also set `graph_safe = True` when `embed_audio` (without offsets) can be recorded in a
     CUDA graph: the same kernels for the same shapes, no reads back to the host. The optimizer then replays
     its steps as a graph on CUDA. Optional; absent means False.
+
+    It may also set `mixes_to_mono = True` when `embed_audio` hears only the mean of the channels. The
+    optimizer then asks the chain for that mean directly (`chain.process(..., mono=True)`), which a linear
+    chain computes with one inverse FFT per clip instead of one per channel. Optional; absent means False.
     """
 
     name: str

@@ -232,7 +232,8 @@ def optimize(
 
     Args:
         chain: an `fx.Chain` (anything with `num_params`, `neutral_unit()` and
-            `process(audio, sample_rate, params_unit, validate=...)`).
+            `process(audio, sample_rate, params_unit, validate=...)`, plus a `mono=True` option returning
+            the channel mean when the embedder `mixes_to_mono`).
         embedder: the frozen audio-text model.
         excerpts: `(inputs, E, channels, samples)` clips at `sample_rate` Hz, on the embedder's device.
         input_index: for each of the `N` targets, which input it optimizes.
@@ -286,6 +287,8 @@ def optimize(
     z0 = torch.cat([d[0] for d in draws]).to(device)
     shifts = torch.cat([d[1] for d in draws], dim=1).to(device) if recipe.time_shift else None
     batch_clips = clips[rows]
+    # An embedder that only hears the channel mean lets the chain skip forming every channel's output.
+    mono = {"mono": True} if getattr(embedder, "mixes_to_mono", False) else {}
 
     # The loop's whole state lives in fixed device tensors updated in place, and the step number is a device
     # tensor too: a step is then the same sequence of kernels every time, which a CUDA graph can replay.
@@ -319,7 +322,7 @@ def optimize(
         u = torch.sigmoid(z)
         batch = shifted(batch_clips, shifts.index_select(0, step_t)[0]) if shifts is not None else batch_clips
         # sigmoid keeps parameters finite and in range: skip the chain's check, which waits for the device.
-        processed = chain.process(batch, sample_rate, u.repeat_interleave(n_exc, 0), validate=False)
+        processed = chain.process(batch, sample_rate, u.repeat_interleave(n_exc, 0), validate=False, **mono)
         cos, direction = losses(embedder.embed_audio(processed, sample_rate))
         loss = torch.where(cand_directional, direction, cos)
         with torch.no_grad():
@@ -354,7 +357,7 @@ def optimize(
     del run_step  # frees a captured graph's memory pool
 
     with torch.no_grad():
-        processed = chain.process(batch_clips, sample_rate, best_u.repeat_interleave(n_exc, 0))
+        processed = chain.process(batch_clips, sample_rate, best_u.repeat_interleave(n_exc, 0), **mono)
         emb = embedder.embed_audio(processed, sample_rate)
         final_cos, final_dir = losses(emb)
         sim_before = F.cosine_similarity(input_emb[cand_input], cand_text, dim=-1).mean(1)
