@@ -1,7 +1,8 @@
 """Where one optimization step's time goes on a GPU, and what TF32 or bf16 would change.
 
 On a 10 s stereo 48 kHz clip, chain EQ -> reverb, random-weight HTSAT-tiny CLAP, at batch 1 and 16, times
-(medians of CUDA-event timings) the parts of a step: the chain forward+backward, CLAP's audio embedding
+(medians of CUDA-event timings) the parts of a step: the chain forward+backward (its channel mean, as the
+optimizer asks for it, and every channel's output), CLAP's audio embedding
 forward+backward (with the engine's front end and with laion-clap's own, `reference_frontend=True`), and the
 whole step as `text2fx.optimize` runs it; each part eagerly and as a replayed CUDA graph. Then runs the
 optimizer with TF32 matrix products off (the engine's setting) and on, and reports the step time and how far
@@ -123,6 +124,11 @@ def main() -> int:
         wave = torch.randn(batch, 2, 10 * SR, generator=g).cuda().mul_(0.1).requires_grad_(True)
 
         def chain_step() -> None:
+            # the channel mean, as the optimizer asks for it (CLAP hears nothing else)
+            z.grad = None
+            chain.process(x, SR, torch.sigmoid(z), validate=False, mono=True).square().mean().backward()
+
+        def stereo_chain_step() -> None:
             z.grad = None
             chain.process(x, SR, torch.sigmoid(z), validate=False).square().mean().backward()
 
@@ -136,7 +142,7 @@ def main() -> int:
 
         def whole_step() -> None:
             z.grad = None
-            embedder.embed_audio(chain.process(x, SR, torch.sigmoid(z), validate=False), SR).sum().backward()
+            embedder.embed_audio(chain.process(x, SR, torch.sigmoid(z), validate=False, mono=True), SR).sum().backward()
 
         def tf32_step() -> None:
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -145,7 +151,7 @@ def main() -> int:
 
         def bf16_step() -> None:
             z.grad = None
-            y = chain.process(x, SR, torch.sigmoid(z), validate=False)
+            y = chain.process(x, SR, torch.sigmoid(z), validate=False, mono=True)
             # no autocast weight cache: a captured graph must not refer to casts freed after the warm-up
             with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
                 emb = embedder.embed_audio(y, SR)
@@ -155,7 +161,8 @@ def main() -> int:
             profiles[batch] = top_ops(whole_step)
             if batch == 1:
                 nondeterministic = unsupported_deterministic(whole_step)
-        for name, fn in (("EQ -> reverb, fwd+bwd", chain_step), ("CLAP audio, fwd+bwd", clap_step),
+        for name, fn in (("EQ -> reverb, fwd+bwd", chain_step), ("EQ -> reverb, every channel", stereo_chain_step),
+                         ("CLAP audio, fwd+bwd", clap_step),
                          ("CLAP audio, laion-clap front end", reference_clap_step),
                          ("both, fwd+bwd", whole_step), ("both, TF32 matmuls", tf32_step),
                          ("both, CLAP in bf16 autocast", bf16_step)):

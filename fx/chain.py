@@ -203,19 +203,24 @@ class Chain(torch.nn.Module):
         # The chain's impulse response is as long as the effects' together: room for it keeps the
         # circular convolution from wrapping onto the output.
         n_fft = F.next_fast_len(samples + sum(e.response_length(sample_rate, samples) - 1 for e in self.effects))
-        response = None
+        # Responses shared by all channels (shape (batch, 1, bins)) are kept apart from per-channel ones: the
+        # channel mean can then be taken before they are applied, on one channel's worth of bins.
+        shared = per_channel = None
         for effect, p in zip(self.effects, physical):
             h = effect.frequency_response(x, sample_rate, p, n_fft)
-            response = h if response is None else response * h
+            if h.shape[1] == 1:
+                shared = h if shared is None else shared * h
+            else:
+                per_channel = h if per_channel is None else per_channel * h
         if x.shape[0] > 1 and x.stride(0) == 0:
             x = x[:1]  # one input shared by the batch: transformed once
-        spectrum = F.rfft(x, n_fft)
-        if mono and response.shape[1] == 1:
-            out = spectrum.mean(dim=1, keepdim=True) * response
-        else:
-            out = spectrum * response
-            if mono:
-                out = out.mean(dim=1, keepdim=True)
+        out = F.rfft(x, n_fft)
+        if per_channel is not None:
+            out = out * per_channel
+        if mono:
+            out = out.mean(dim=1, keepdim=True)
+        if shared is not None:
+            out = out * shared
         return torch.fft.irfft(out, n=n_fft)[..., :samples]
 
     def forward(
