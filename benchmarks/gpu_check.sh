@@ -3,7 +3,7 @@
 # than GPU_CHECK_BUDGET seconds, default 520). Stages run in order of importance, so a lease cut short still
 # returns what matters most:
 #
-#   device imports tests_graph e2e tests_plain capture_failure breakdown determinism fx clap
+#   device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap
 #
 # `gpu_check.sh e2e breakdown` runs only the stages named, in the order given. E2E_MODES (default eager,graph)
 # is passed to e2e_speed.py --modes.
@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFF
 ulimit -c 0  # an aborted stage must not leave a core file of several GB
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-520}))
 bench=/tmp/t2fx-bench
-all=(device imports tests_graph e2e tests_plain capture_failure breakdown determinism fx clap)
+all=(device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap)
 wanted=("$@")
 ((${#wanted[@]})) || wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -65,6 +65,7 @@ from text2fx.clap import clap_module; clap_module(); print("imports ok")' ;;
   # Alone: a failed capture must not be able to disturb other tests.
   capture_failure) stage capture_failure tests.log 45 python -m pytest $pytest_opts tests/test_cuda.py -k capture_failure ;;
   breakdown) stage breakdown breakdown.log 120 python benchmarks/step_breakdown.py --profile --workdir $bench ;;
+  chain) stage chain micro.log 60 python benchmarks/chain_paths.py --device cuda ;;
   determinism) stage determinism breakdown.log 90 python benchmarks/cuda_determinism.py --workdir $bench ;;
   fx) stage fx micro.log 60 python benchmarks/fx_speed.py --device cuda ;;
   clap) stage clap micro.log 60 python benchmarks/clap_speed.py --device cuda --workdir $bench ;;

@@ -3,7 +3,9 @@
 Effects are ``torch.nn.Module`` objects over stateless functions (:mod:`fx.functional`),
 processing ``(batch, channels, samples)`` audio at 8-192 kHz with physical parameters
 described by :class:`ParamSpec`.  :class:`Chain` runs an ordered list of them from one
-unit-space parameter vector and exports/imports settings as plain dicts.
+unit-space parameter vector and exports/imports settings as plain dicts.  A chain of linear
+effects (``eq``, ``reverb``, ``gain``: ``Effect.linear``) runs as one product of frequency
+responses, and ``Chain.process(..., mono=True)`` gives just the channel mean.
 
 Built-in effects (``type_name``): ``eq`` (:class:`ParametricEQ`), ``reverb``
 (:class:`NoiseReverb`), ``compressor`` (:class:`Compressor`), ``gain`` (:class:`Gain`),
