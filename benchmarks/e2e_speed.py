@@ -10,7 +10,7 @@ One synthetic 10 s stereo 48 kHz clip, chain EQ -> reverb, cosine loss, Adam lr 
     the same clip and the same random-weight CLAP checkpoint.
 (c) The engine with 16 prompts in one batch.
 On a GPU (default --modes eager,graph), (b) and (c) are measured twice: plain, then replaying each step as a CUDA
-graph.
+graph. Modes ending in -bf16 run CLAP's audio branch in bfloat16 autocast (`precision="bfloat16"`).
 
 Per-step times are medians over timed steps after a warm-up. Time-to-result excludes model loading (reported
 separately, after an untimed first load so both paths find libraries imported and the checkpoint in the page
@@ -39,6 +39,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SR = 48000
+MODE_NAMES = {
+    "eager": "Text2FX engine",
+    "graph": "engine, CUDA graphs",
+    "eager-bf16": "engine, bf16",
+    "graph-bf16": "engine, CUDA graphs, bf16",
+}
 PROMPTS = [
     "warm and bright", "tinny", "muffled", "coming through an old telephone", "coming from a cathedral",
     "dry", "metallic", "cold", "bassy", "ethereal", "spacious", "harsh", "crisp", "deep", "echoey", "mellow",
@@ -118,14 +124,15 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--modes",
                     help="engine modes to measure, comma-separated: eager (plain steps, Engine(cuda_graphs=False)), "
-                         "graph (CUDA graph replay, the engine's default on a GPU); default: eager on a CPU, "
-                         "eager,graph on a GPU")
+                         "graph (CUDA graph replay, the engine's default on a GPU), and either with '-bf16' "
+                         "(CLAP's audio branch in bfloat16 autocast, precision='bfloat16'); default: eager on a "
+                         "CPU, eager,graph on a GPU")
     args = ap.parse_args()
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     args.modes = args.modes or ("eager,graph" if gpu else "eager")
-    if not set(args.modes.split(",")) <= {"eager", "graph"} or ("graph" in args.modes and not gpu):
-        ap.error("--modes takes eager and/or graph (graph needs --device cuda)")
+    if not set(args.modes.split(",")) <= set(MODE_NAMES) or ("graph" in args.modes and not gpu):
+        ap.error(f"--modes takes {', '.join(MODE_NAMES)} (graph needs --device cuda)")
     full = args.full or gpu
     baseline_n = args.baseline_steps or (20 if gpu else 2)
     short = args.short or (50 if gpu else 3)
@@ -145,6 +152,9 @@ def main() -> int:
     # Untimed first load: imports torch/transformers and pages the checkpoint in, costs both paths share.
     ClapEmbedder(checkpoint, tokenizer, device=device)
     ours, results["load_engine_s"] = timed(lambda: ClapEmbedder(checkpoint, tokenizer, device=device))
+    bf16 = None
+    if "bf16" in args.modes:
+        bf16 = ClapEmbedder(checkpoint, tokenizer, device=device, precision="bfloat16")
     module, results["load_baseline_s"] = timed(lambda: laion_reference_module(checkpoint, tokenizer, str(device)))
     say(f"model load: engine {results['load_engine_s']:.2f} s, laion-clap {results['load_baseline_s']:.2f} s")
 
@@ -177,7 +187,8 @@ def main() -> int:
     # In the order given (eager first by default): numbers already measured are printed as they come.
     modes = args.modes.split(",")
     for mode in modes:
-        engine = text2fx.Engine(ours, cuda_graphs=mode == "graph")
+        embedder = bf16 if mode.endswith("-bf16") else ours
+        engine = text2fx.Engine(embedder, cuda_graphs=mode.startswith("graph"))
         apply(engine, "warm and bright", 2)  # warm-up: caches, allocator, kernels
         step, t_short = step_time(engine, "warm and bright")
         results[f"{mode}_step_s"] = step
@@ -204,6 +215,9 @@ def main() -> int:
     if fast_preset:
         r, results["fast_preset_s"] = apply(text2fx.Engine(ours), "warm and bright", None, preset="fast")
         results["fast_preset_steps_run"] = r.optimization["steps_run"]
+        if bf16 is not None:
+            r, results["fast_preset_bf16_s"] = apply(text2fx.Engine(bf16), "warm and bright", None, preset="fast")
+            results["fast_preset_bf16_steps_run"] = r.optimization["steps_run"]
 
     est = "" if full else " (est.)"
     b = results["baseline_step_s"]
@@ -216,7 +230,7 @@ def main() -> int:
         ("16 prompts: 600 steps (s)", 16 * results["baseline_result_s"],
          {m: results[f"{m}_batch16_result_s"] for m in modes}, est),
     ]
-    names = {"eager": "Text2FX engine", "graph": "engine, CUDA graphs"}
+    names = MODE_NAMES
     print(f"\ndevice: {results.get('gpu', device)}  torch {torch.__version__}  "
           f"(baseline: {baseline_n} timed steps; engine: runs of {short} and {2 * short} steps)\n")
     print("| measure | paper's code path | " + " | ".join(names[m] for m in modes)
@@ -235,6 +249,9 @@ def main() -> int:
     if fast_preset:
         print(f"'fast' preset, 10 s stereo clip, to the end: {results['fast_preset_s']:.1f} s "
               f"({results['fast_preset_steps_run']} steps)")
+        if bf16 is not None:
+            print(f"'fast' preset, bfloat16: {results['fast_preset_bf16_s']:.1f} s "
+                  f"({results['fast_preset_bf16_steps_run']} steps)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

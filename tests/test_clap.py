@@ -159,3 +159,47 @@ def test_downsampling_removes_content_above_the_new_nyquist() -> None:
     out = Resampler(SR)(above[None], 96000)
     # About -38 dB: the stop-band of the 6-zero-crossing Hann-windowed sinc (torchaudio's default) at 30 kHz.
     assert out[0, 200:-200].abs().max() < 0.02
+
+
+# bfloat16 autocast of the audio branch (`precision="bfloat16"`). With random weights these tolerances say the
+# computation stays numerically close to float32, nothing about what the embeddings mean.
+
+
+@pytest.fixture(scope="module")
+def bf16_embedder(clap_checkpoint, clap_tokenizer_dir) -> ClapEmbedder:
+    return ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cpu", precision="bfloat16")
+
+
+def test_bfloat16_embeddings_stay_close_to_float32(clap_embedder: ClapEmbedder, bf16_embedder: ClapEmbedder) -> None:
+    audio = _noise(3, 2, SR * 4, seed=3)
+    exact, approx = clap_embedder.embed_audio(audio, SR), bf16_embedder.embed_audio(audio, SR)
+    assert approx.dtype == torch.float32 and torch.allclose(approx.norm(dim=-1), torch.ones(3))
+    assert torch.nn.functional.cosine_similarity(exact, approx).min() > 0.9999
+    assert not torch.equal(exact, approx)  # autocast really ran
+    assert torch.equal(clap_embedder.embed_text(["warm"]), bf16_embedder.embed_text(["warm"]))
+    assert "precision='bfloat16'" in repr(bf16_embedder)
+
+
+def test_bfloat16_optimization_reaches_the_float32_loss(clap_embedder: ClapEmbedder, bf16_embedder: ClapEmbedder) -> None:
+    import fx
+    from text2fx.optimize import Recipe, optimize
+
+    chain = fx.Chain.from_spec("eq,reverb", seed=0)
+    clips = _noise(1, 1, 2, SR * 3, seed=4) / 3
+    text = clap_embedder.embed_text(["this sound is warm"])
+    anchor = clap_embedder.embed_text(["this sound is not warm"])
+    recipe = Recipe(steps=12, lr=0.04, restarts=1, excerpts=1, patience=None)
+    losses = []
+    for embedder in (clap_embedder, bf16_embedder):
+        outcome = optimize(chain, embedder, clips, SR, [0], text, anchor, recipe, seed=0)[0]
+        with torch.no_grad():  # both judged by the float32 model
+            emb = clap_embedder.embed_audio(chain.process(clips[0, :1], SR, outcome.params[None]), SR)
+        losses.append(1 - torch.nn.functional.cosine_similarity(emb, text).item())
+    exact, approx = losses
+    assert outcome.history[0] - exact > 3e-3  # the run moved the loss: agreeing within 1e-4 means something
+    assert abs(exact - approx) < 1e-4
+
+
+def test_unknown_precision_is_refused_before_loading(tmp_path) -> None:
+    with pytest.raises(InputError, match="precision 'float16'"):
+        ClapEmbedder(tmp_path / "no-such.pt", tmp_path, device="cpu", precision="float16")

@@ -58,6 +58,7 @@ def test_full_run_through_real_checkpoint_and_render(tmp_path, clap_checkpoint, 
     jsonschema.validate(report, schema())
     assert report["clap"]["checkpoint"] == clap_checkpoint.name
     assert report["optimization"]["steps"] == 2 and len(report["optimization"]["history"]) == 2
+    assert report["optimization"]["precision"] == "float32"
     assert report["output"]["path"] == str(out)
 
     again = tmp_path / "again.wav"
@@ -130,6 +131,7 @@ def test_bad_input_files(tmp_path, capsys, make, words):
     (["   "], ["empty prompt"]),
     (["dark", "--steps", "0"], ["--steps"]),
     (["dark", "--loss", "l2"], ["invalid choice"]),
+    (["dark", "--precision", "float16"], ["--precision", "invalid choice"]),
     (["dark", "-o", "x.mp4"], ["unsupported output"]),
 ])
 def test_usage_errors(tmp_path, capsys, args, words):

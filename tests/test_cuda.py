@@ -153,3 +153,14 @@ def test_engine_uses_cuda_graphs_by_default(cuda_clap_embedder, captures):
         assert np.allclose(a.history[:SHORT], b.history[:SHORT], atol=1e-4)
         assert len(a.history) == len(b.history) == GRAPH_MIN_STEPS + 5
         assert a.audio.shape == b.audio.shape and np.isfinite(a.audio).all()
+
+
+def test_bfloat16_graph_replay_matches_eager_steps(clap_checkpoint, clap_tokenizer_dir, cuda_clap_embedder, captures):
+    from text2fx.clap import ClapEmbedder
+
+    bf16 = ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cuda", precision="bfloat16")
+    x = 0.1 * torch.randn(2, 2, 48000 * 3, generator=torch.Generator().manual_seed(2)).cuda()
+    assert torch.nn.functional.cosine_similarity(bf16.embed_audio(x, 48000), cuda_clap_embedder.embed_audio(x, 48000)).min() > 0.9999
+    run = _graph_problem(bf16, steps=GRAPH_MIN_STEPS)
+    _assert_same(run(cuda_graph=True), run(cuda_graph=False))
+    assert captures == [True]

@@ -92,6 +92,18 @@ def test_paper_preset_settings_reach_the_report(engine):
         "paper", 0.01, "random", "cosine", 1)
 
 
+def test_precision_belongs_to_the_embedder_and_reaches_the_report(engine):
+    r = engine.apply(tone(), 16000, "bright", chain="eq", steps=2)
+    assert r.report()["optimization"]["precision"] == "float32"  # the stand-in declares none: float32
+    embedder = SpectralTestEmbedder(sample_rate=16000, window_seconds=1.0)
+    with pytest.raises(InputError, match="precision"):
+        Engine(embedder, precision="bfloat16")
+    embedder.precision = "bfloat16"
+    r = Engine(embedder, precision="bfloat16").apply(tone(), 16000, "bright", chain="eq", steps=2)
+    assert r.report()["optimization"]["precision"] == "bfloat16"
+    jsonschema.validate(json.loads(json.dumps(r.report())), schema())
+
+
 @pytest.mark.parametrize("spec", ["eq,reverb", "compressor,distortion,gain"])
 def test_chunked_render_equals_whole_render(spec):
     import fx

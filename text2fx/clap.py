@@ -43,6 +43,10 @@ EMBEDDING_DIM = 512
 _INT16_SCALE = 32767.0
 
 
+# Numeric precision of the audio branch (see ClapEmbedder).
+PRECISIONS = ("float32", "bfloat16")
+
+
 def clap_module() -> ModuleType:
     """Return laion-clap's `laion_clap.clap_module` package without executing `laion_clap/__init__.py`.
 
@@ -192,10 +196,16 @@ class ClapEmbedder:
         reference_frontend: run HTSAT's spectrogram and time stretch with laion-clap's own code, bit for bit,
             instead of the equivalent FFT and matrix forms (`text2fx.htsat_frontend`), which are faster and
             more accurate in float32.
+        precision: "float32" (default), or "bfloat16": the audio branch runs under bfloat16 autocast
+            (matrix products and convolutions in bfloat16, normalizations and softmax in float32), which is
+            faster on GPUs and on CPUs with bfloat16 instructions. Embeddings stay within a cosine
+            similarity of 0.9999 of float32 ones and an optimization reaches the same loss to within 1e-4
+            (`tests/test_clap.py`, random weights); text embeddings are always float32.
 
     Attributes:
         name: checkpoint file name. sample_rate: 48000 (Hz). window_samples: 480000 (10 s at 48 kHz).
         device: where the model runs. audio_arch: "HTSAT-tiny" or "HTSAT-base" (read from the weights).
+        precision: "float32" or "bfloat16" (see Args).
         files: the resolved checkpoint and tokenizer paths.
         frontend: the front-end replacements in use (empty with `reference_frontend=True`).
 
@@ -211,7 +221,11 @@ class ClapEmbedder:
         device: str | torch.device | None = None,
         *,
         reference_frontend: bool = False,
+        precision: str = "float32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.files: ModelFiles = resolve_model_files(checkpoint, tokenizer)
         self.device = torch.device(device) if device is not None else default_device()
         source = f"CLAP checkpoint {self.files.checkpoint}"
@@ -238,7 +252,10 @@ class ClapEmbedder:
         self.mixes_to_mono = True
 
     def __repr__(self) -> str:
-        return f"ClapEmbedder(name={self.name!r}, audio_arch={self.audio_arch!r}, device={str(self.device)!r})"
+        return (
+            f"ClapEmbedder(name={self.name!r}, audio_arch={self.audio_arch!r}, device={str(self.device)!r}, "
+            f"precision={self.precision!r})"
+        )
 
     def model_input(
         self,
@@ -313,11 +330,15 @@ class ClapEmbedder:
         longer = torch.full(
             (x.shape[0],), audio.shape[-1] * self.sample_rate > self.window_samples * sample_rate, device=self.device
         )
-        with _no_meshgrid_warning():
+        # No autocast weight cache: a captured CUDA graph must not refer to casts made (and freed) before it.
+        with _no_meshgrid_warning(), torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16", cache_enabled=False
+        ):
             features = self.model.audio_branch(
                 {"waveform": x, "longer": longer}, mixup_lambda=None, device=self.device
             )["embedding"]
-        return F.normalize(self.model.audio_projection(features), dim=-1)
+            projected = self.model.audio_projection(features)
+        return F.normalize(projected.float(), dim=-1)
 
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:

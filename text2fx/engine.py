@@ -141,14 +141,19 @@ class Engine:
             `text2fx.optimize.optimize`; falls back to plain steps, with a warning, if the capture fails).
             About 7x faster per step for one prompt on an H200 (`benchmarks/RESULTS.md`); the computation
             is the same either way. False: always plain steps.
+        precision: the loaded CLAP's audio branch in "float32" (default) or "bfloat16" (autocast; faster on
+            GPUs and on CPUs with bfloat16 instructions, same loss to within 1e-4; see
+            `text2fx.clap.ClapEmbedder`). Recorded in each report. For a given `embedder`, set it there.
     """
 
     def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, precision: str = "float32"):
         if embedder is None:
             from text2fx.clap import ClapEmbedder
 
-            embedder = ClapEmbedder(checkpoint=checkpoint, tokenizer=tokenizer, device=device)
+            embedder = ClapEmbedder(checkpoint=checkpoint, tokenizer=tokenizer, device=device, precision=precision)
+        elif precision != getattr(embedder, "precision", "float32"):
+            raise InputError(f"precision {precision!r} differs from the given embedder's: set it on the embedder")
         self.embedder = embedder
         self.cuda_graphs = cuda_graphs
 
@@ -295,6 +300,7 @@ class Engine:
             "init": recipe.init,
             "time_shift": recipe.time_shift,
             "excerpts_s": target.offsets_s,
+            "precision": getattr(self.embedder, "precision", "float32"),
         }
         return Result(
             audio=audio, sample_rate=source.sample_rate, params=params, units=units, prompt=target.prompt,
