@@ -3,8 +3,8 @@
 listens).
 
 Audio: 10 s stereo at 48 kHz, chain EQ -> reverb, random unit parameters; the loss is the mean square of the
-output's channel mean. "effect by effect" runs each effect's own `process` in turn (how `Chain.process` ran
-this chain before it had the frequency-domain path). Times are medians after warm-up runs: wall clock on a
+output's channel mean. "effect by effect" runs each effect's own `process` in turn, as `Chain.process` runs a
+chain that is not linear (the effects themselves are today's, so this isolates the chain-level path). Times are medians after warm-up runs: wall clock on a
 CPU; on CUDA, CUDA-event times of plain calls and of the same call replayed as a CUDA graph (as the optimizer
 runs its steps). Also prints how far each path's output is from effect by effect (max abs difference over max
 abs value).

@@ -48,8 +48,8 @@ _LN_1000 = math.log(1000.0)  # an amplitude envelope decays by ln(1000) nepers i
 
 EQ_SECTIONS = ("low_shelf", "band0", "band1", "band2", "band3", "high_shelf")
 _EQ_FILTER_TYPES = ("low_shelf", "peaking", "peaking", "peaking", "peaking", "high_shelf")
-# Room left in the EQ's FFT for the filters' ring-out: the slowest in range, a +20 dB, Q 6 shelf at 20 Hz,
-# is down > 140 dB after 2 s, so however short the clip, nothing audible wraps around onto its start.
+# Room left in the EQ's FFT for the filters' ring-out: the slowest in range, a +20 dB, Q 6 shelf at 20 Hz, is
+# down > 120 dB from its peak after 2 s, so however short the clip, nothing audible wraps around onto its start.
 EQ_RESPONSE_SECONDS = 2
 
 
@@ -108,6 +108,8 @@ def rfft(x: Tensor, n: int) -> Tensor:
     Returns:
         ``(..., n // 2 + 1)`` complex.
     """
+    if x.shape[-1] > n:
+        raise ValueError(f"rfft: {x.shape[-1]} samples do not fit a transform of length {n}")
     if not x.requires_grad:
         return torch.fft.rfft(x, n=n)
     return _OneSidedRFFT.apply(x, n)
@@ -154,12 +156,12 @@ def eq_response(n_fft: int, sample_rate: float, dtype: torch.dtype = torch.float
     """The six-band EQ's complex response on the ``rfft`` grid of length ``n_fft``.
 
     Multiplying a spectrum by it is :func:`parametric_eq`'s filtering: for ``n_fft >= samples +
-    EQ_RESPONSE_SECONDS * sample_rate - 1`` the filters' ring-out (down > 140 dB by then) does not wrap
+    EQ_RESPONSE_SECONDS * sample_rate - 1`` the filters' ring-out (down > 120 dB by then) does not wrap
     around onto the start of the output.
 
     The biquads are evaluated on the grid of the shortest fast FFT length holding
     ``EQ_RESPONSE_SECONDS`` of impulse response, and that impulse response is transformed to the
-    ``n_fft`` grid: the same response (the two differ by the ring-out beyond 2 s, > 140 dB down) for a
+    ``n_fft`` grid: the same response (the two differ by the ring-out beyond 2 s, > 120 dB down) for a
     fraction of the per-bin arithmetic when ``n_fft`` is long.
 
     Args:

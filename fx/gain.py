@@ -38,4 +38,4 @@ class Gain(Effect):
         check_audio(audio)
         check_sample_rate(sample_rate)
         p = self.batch_params(params, audio.shape[0], audio)
-        return F.db_to_amp(p["gain_db"])[:, None, None].to(audio.dtype.to_complex())
+        return F.db_to_amp(p["gain_db"])[:, None, None].to(audio.dtype.to_complex()).expand(-1, 1, n_fft // 2 + 1)

@@ -99,6 +99,7 @@ def test_precision_belongs_to_the_embedder_and_reaches_the_report(engine):
     with pytest.raises(InputError, match="precision"):
         Engine(embedder, precision="bfloat16")
     embedder.precision = "bfloat16"
+    assert Engine(embedder).embedder is embedder  # a given embedder keeps its precision
     r = Engine(embedder, precision="bfloat16").apply(tone(), 16000, "bright", chain="eq", steps=2)
     assert r.report()["optimization"]["precision"] == "bfloat16"
     jsonschema.validate(json.loads(json.dumps(r.report())), schema())

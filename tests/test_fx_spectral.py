@@ -38,6 +38,8 @@ def test_rfft_gradient_is_torchs(n_fft, length):
 def test_rfft_without_gradient_is_torchs():
     x = torch.randn(2, 100)
     assert torch.equal(F.rfft(x, 256), torch.fft.rfft(x, n=256))
+    with pytest.raises(ValueError, match="do not fit"):
+        F.rfft(x, 64)
 
 
 def _delay_by_phase(x, delay, n_fft):
@@ -117,7 +119,7 @@ def test_linear_chain_gradients_equal_effects_one_by_one(mono):
     assert torch.allclose(grads[0], grads[1], rtol=1e-7, atol=1e-12)
 
 
-def test_shared_input_is_transformed_once_and_matches_per_item_input():
+def test_a_broadcast_input_gives_what_the_input_repeated_per_item_gives():
     chain = fx.Chain.from_spec("eq,reverb")
     x = _noise(1, 2, 8000)
     u = torch.rand(3, chain.num_params, generator=torch.Generator().manual_seed(5))

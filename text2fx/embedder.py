@@ -27,6 +27,8 @@ class Embedder(Protocol):
     It may also set `mixes_to_mono = True` when `embed_audio` hears only the mean of the channels. The
     optimizer then asks the chain for that mean directly (`chain.process(..., mono=True)`), which a linear
     chain computes with one inverse FFT per clip instead of one per channel. Optional; absent means False.
+
+    `precision` (optional, default "float32") names the numeric precision of `embed_audio`; reports record it.
     """
 
     name: str

@@ -142,17 +142,19 @@ class Engine:
             About 7x faster per step for one prompt on an H200 (`benchmarks/RESULTS.md`); the computation
             is the same either way. False: always plain steps.
         precision: the loaded CLAP's audio branch in "float32" (default) or "bfloat16" (autocast; faster on
-            GPUs and on CPUs with bfloat16 instructions, same loss to within 1e-4; see
-            `text2fx.clap.ClapEmbedder`). Recorded in each report. For a given `embedder`, set it there.
+            GPUs and on CPUs with bfloat16 instructions, the float32 loss to within 1e-3; see
+            `text2fx.clap.ClapEmbedder`). Recorded in each report. A given `embedder` keeps its own (set it
+            there); naming a different one here is an error.
     """
 
     def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None,
-                 cuda_graphs: bool = True, precision: str = "float32"):
+                 cuda_graphs: bool = True, precision: str | None = None):
         if embedder is None:
             from text2fx.clap import ClapEmbedder
 
-            embedder = ClapEmbedder(checkpoint=checkpoint, tokenizer=tokenizer, device=device, precision=precision)
-        elif precision != getattr(embedder, "precision", "float32"):
+            embedder = ClapEmbedder(checkpoint=checkpoint, tokenizer=tokenizer, device=device,
+                                    precision=precision or "float32")
+        elif precision is not None and precision != getattr(embedder, "precision", "float32"):
             raise InputError(f"precision {precision!r} differs from the given embedder's: set it on the embedder")
         self.embedder = embedder
         self.cuda_graphs = cuda_graphs
