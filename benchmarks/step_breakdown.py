@@ -18,7 +18,6 @@ and the operators of a step that have no deterministic CUDA kernel (`torch.use_d
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import warnings
@@ -30,25 +29,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fx  # noqa: E402
+from cuda_timing import event_ms, graphed  # noqa: E402
 from text2fx.clap import ClapEmbedder  # noqa: E402
 from text2fx.optimize import Recipe, optimize  # noqa: E402
 from text2fx.testing import random_clap_files  # noqa: E402
 
 SR = 48000
-
-
-def event_ms(fn: Callable[[], None], repeats: int = 30) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def measured(time_ms: Callable[[], float]) -> str:
@@ -58,19 +44,6 @@ def measured(time_ms: Callable[[], float]) -> str:
     except RuntimeError as exc:
         print(f"  ({(str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]})", file=sys.stderr)
         return "failed"
-
-
-def graphed(fn: Callable[[], None]) -> Callable[[], None]:
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
 
 
 def top_ops(fn: Callable[[], None], rows: int = 14) -> str:
