@@ -98,8 +98,8 @@ def rfft(x: Tensor, n: int) -> Tensor:
     """``torch.fft.rfft(x, n=n)`` with a cheaper backward.
 
     PyTorch differentiates ``rfft`` by zero-filling a full two-sided spectrum and running a complex FFT of
-    it; here the gradient is one inverse real FFT of the one-sided spectrum (the same values, in about a
-    third of the time for the reverb's impulse responses).
+    it; here the gradient is one inverse real FFT of the one-sided spectrum: the same values in about half
+    the time (a 4 x 2 x 388,801-sample batch padded to 972,000 on a 2-core CPU: 27-36 ms against 65-76 ms).
 
     Args:
         x: ``(..., samples)`` real, ``samples <= n``.
@@ -129,8 +129,8 @@ def parametric_eq(x: Tensor, sample_rate: float, **params: Tensor) -> Tensor:
     (``dasp_pytorch.signal.biquad``) applied by frequency sampling, as
     ``dasp_pytorch.functional.parametric_eq`` does, with two changes: the biquads are
     designed in float64 and evaluated in a cancellation-free form (dasp's float32 design
-    is off by > 0.1 dB for low bands at 96 kHz), and the response is evaluated directly on
-    the FFT grid (dasp runs 12 FFTs of the coefficients per batch item).  The FFT covers
+    is off by > 0.1 dB for low bands at 96 kHz), and the response is evaluated once per call
+    (:func:`eq_response`; dasp runs 12 FFTs of the coefficients per batch item).  The FFT covers
     the input plus ``EQ_RESPONSE_SECONDS`` (2 s) of filter ring-out, versus dasp's
     ``2 * samples``.
 
