@@ -3,7 +3,7 @@
 # than GPU_CHECK_BUDGET seconds, default 520). Stages run in order of importance, so a lease cut short still
 # returns what matters most:
 #
-#   device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap
+#   device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap compile
 #
 # `gpu_check.sh e2e breakdown` runs only the stages named, in the order given. E2E_MODES (default graph,graph-bf16,eager)
 # is passed to e2e_speed.py --modes.
@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFF
 ulimit -c 0  # an aborted stage must not leave a core file of several GB
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-520}))
 bench=/tmp/t2fx-bench
-all=(device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap)
+all=(device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap compile)
 wanted=("$@")
 ((${#wanted[@]})) || wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -69,6 +69,8 @@ from text2fx.clap import clap_module; clap_module(); print("imports ok")' ;;
   determinism) stage determinism breakdown.log 90 python benchmarks/cuda_determinism.py --workdir $bench ;;
   fx) stage fx micro.log 60 python benchmarks/fx_speed.py --device cuda ;;
   clap) stage clap micro.log 60 python benchmarks/clap_speed.py --device cuda --workdir $bench ;;
+  compile) stage compile micro.log 180 python benchmarks/compile_probe.py --device cuda --batches 16 --clap \
+    --workdir $bench ;;
   esac
 done
 say "done"
