@@ -211,6 +211,8 @@ def main() -> int:
             results[f"{mode}_batch16_peak_gpu_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         say(f"engine ({mode}), 16 prompts: step {1000 * step:.2f} ms, "
             f"600 steps {results[f'{mode}_batch16_result_s']:.2f} s")
+        if args.json:  # after every mode: a run cut short still leaves what it measured
+            args.json.write_text(json.dumps(results, indent=2))
 
     if fast_preset:
         r, results["fast_preset_s"] = apply(text2fx.Engine(ours), "warm and bright", None, preset="fast")

@@ -154,7 +154,7 @@ def main() -> int:
     print(f"\nbfloat16 vs float32 embedding: cosine {torch.nn.functional.cosine_similarity(exact, low).item():.6f}")
     # The same fp32 run twice first: how far two identical runs drift apart is the yardstick for TF32's and
     # bfloat16's drift.
-    print("\n| matrix products | optimizer step, batch 1, CUDA graph (ms) | params after 100 steps: max diff |")
+    print("\n| variant | optimizer step, batch 1, CUDA graph (ms) | params after 100 steps: max diff |")
     print("|---|---:|---:|")
     for label, tf32, model in (("fp32", False, embedder), ("fp32, again", False, embedder), ("TF32", True, embedder),
                                ("CLAP precision='bfloat16'", False, bf16)):

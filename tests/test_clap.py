@@ -178,6 +178,8 @@ def test_bfloat16_embeddings_stay_close_to_float32(clap_embedder: ClapEmbedder, 
     assert not torch.equal(exact, approx)  # autocast really ran
     assert torch.equal(clap_embedder.embed_text(["warm"]), bf16_embedder.embed_text(["warm"]))
     assert "precision='bfloat16'" in repr(bf16_embedder)
+    with pytest.raises(AttributeError):
+        bf16_embedder.precision = "float32"  # fixed at construction, with the front end set up for it
     # the log-mel front end stays float32 (bfloat16 would round its decibels to 0.5 dB steps)
     seen = []
     hook = bf16_embedder.model.audio_branch.logmel_extractor.register_forward_hook(lambda m, i, o: seen.append(o.dtype))

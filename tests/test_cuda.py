@@ -162,5 +162,7 @@ def test_bfloat16_graph_replay_matches_eager_steps(clap_checkpoint, clap_tokeniz
     x = 0.1 * torch.randn(2, 2, 48000 * 3, generator=torch.Generator().manual_seed(2)).cuda()
     assert torch.nn.functional.cosine_similarity(bf16.embed_audio(x, 48000), cuda_clap_embedder.embed_audio(x, 48000)).min() > 0.9999
     run = _graph_problem(bf16, steps=GRAPH_MIN_STEPS)
-    _assert_same(run(cuda_graph=True), run(cuda_graph=False))
+    # bfloat16 rounding can turn the GPU's run-to-run float noise into larger steps than float32's: a looser
+    # yardstick for the first steps (float32's 1e-4 is not the point here; capture and step counts are).
+    _assert_same(run(cuda_graph=True), run(cuda_graph=False), atol=1e-3)
     assert captures == [True]

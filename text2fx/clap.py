@@ -218,7 +218,7 @@ class ClapEmbedder:
             on CPUs with bfloat16 instructions. The front end (spectrogram, log-mel) stays float32. Embeddings
             stay within a cosine similarity of 0.9999 of float32 ones, and an optimization reaches the float32
             run's loss to within 1e-3 and a tenth of what it gained (`tests/test_clap.py`, random weights):
-            about as far as a 1e-4 change of its starting point moves it. Text embeddings are always float32.
+            a few times what a 1e-4 change of its starting point does. Text embeddings are always float32.
             With "float32", an autocast region around `embed_audio` has no effect on it.
 
     Attributes:
@@ -244,7 +244,7 @@ class ClapEmbedder:
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        self.precision = precision
+        self._precision = precision
         self.files: ModelFiles = resolve_model_files(checkpoint, tokenizer)
         self.device = torch.device(device) if device is not None else default_device()
         source = f"CLAP checkpoint {self.files.checkpoint}"
@@ -271,6 +271,11 @@ class ClapEmbedder:
         self.graph_safe = True
         # model_input averages the channels before anything else.
         self.mixes_to_mono = True
+
+    @property
+    def precision(self) -> str:
+        """"float32" or "bfloat16"; fixed at construction (the float32 front end is set up for it there)."""
+        return self._precision
 
     def __repr__(self) -> str:
         return (

@@ -153,7 +153,7 @@ class Engine:
             from text2fx.clap import ClapEmbedder
 
             embedder = ClapEmbedder(checkpoint=checkpoint, tokenizer=tokenizer, device=device,
-                                    precision=precision or "float32")
+                                    precision="float32" if precision is None else precision)
         elif precision is not None and precision != getattr(embedder, "precision", "float32"):
             raise InputError(f"precision {precision!r} differs from the given embedder's: set it on the embedder")
         self.embedder = embedder
