@@ -16,30 +16,17 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fx  # noqa: E402
-from cuda_timing import event_ms, graphed  # noqa: E402
+from timing import event_ms, graphed, wall_ms  # noqa: E402
 
 SR = 48000
-
-
-def wall_ms(fn: Callable[[], None], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def main() -> int:

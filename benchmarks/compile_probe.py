@@ -18,7 +18,6 @@ minutes (seconds once inductor's on-disk cache holds the kernels).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -30,19 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fx  # noqa: E402
-from cuda_timing import event_ms, graphed  # noqa: E402
+from timing import event_ms, graphed, wall_ms  # noqa: E402
 
 SR = 48000
-
-
-def wall_ms(fn: Callable[[], None], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
 
 
 def probe(label: str, loss: Callable[[torch.Tensor], torch.Tensor], leaf: torch.Tensor, cuda: bool,

@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import fx  # noqa: E402
-from cuda_timing import event_ms, graphed  # noqa: E402
+from timing import event_ms, graphed  # noqa: E402
 from text2fx.clap import ClapEmbedder  # noqa: E402
 from text2fx.optimize import Recipe, optimize  # noqa: E402
 from text2fx.testing import random_clap_files  # noqa: E402

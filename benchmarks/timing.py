@@ -1,11 +1,24 @@
-"""CUDA timing helpers shared by the benchmarks: CUDA-event times and a callable replayed as a CUDA graph."""
+"""Timing helpers shared by the benchmarks: wall-clock and CUDA-event medians, and a callable replayed as a CUDA
+graph."""
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 
 import torch
+
+
+def wall_ms(fn: Callable[[], None], repeats: int) -> float:
+    """Median wall-clock time (ms) of `fn` over `repeats` calls, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
 
 
 def event_ms(fn: Callable[[], None], repeats: int = 30) -> float:
