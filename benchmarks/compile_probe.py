@@ -8,7 +8,8 @@ steady-state time eagerly and compiled (on CUDA both also replayed as CUDA graph
 steps), and the largest difference of the compiled output. The compile time is what a user would wait on
 the first run (inductor caches compiled kernels on disk for later processes).
 
-    python benchmarks/compile_probe.py [--device cpu|cuda] [--batches 1,16] [--clap] [--workdir DIR]
+    python benchmarks/compile_probe.py [--device cpu|cuda] [--batches 1,16] [--clap] [--precision float32,bfloat16]
+        [--workdir DIR]
 
 Measured on the 2-core CPU (`benchmarks/RESULTS.md`): the chain compiles into one graph with no breaks and
 the CLAP audio embedding into three; compiled, both run faster at batch 1, after a first call of 1-1.5
@@ -56,7 +57,12 @@ def probe(label: str, loss: Callable[[torch.Tensor], torch.Tensor], leaf: torch.
     diff = ((got.detach() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
     if cuda:
         times = [f"{event_ms(fn, repeats):.2f}" for fn in (step(loss), step(compiled))]
-        times += [f"{event_ms(graphed(fn), repeats):.2f}" for fn in (step(loss), step(compiled))]
+        for fn in (step(loss), step(compiled)):
+            try:
+                times.append(f"{event_ms(graphed(fn), repeats):.2f}")
+            except RuntimeError as exc:  # torch.AcceleratorError is one; the cell says why, the table goes on
+                torch.cuda.synchronize()
+                times.append("capture failed: " + " ".join(str(exc).split())[:80])
     else:
         times = [f"{wall_ms(fn, repeats):.0f}" for fn in (step(loss), step(compiled))]
     print(f"| {label} | {explained.graph_count} | {explained.graph_break_count} | {compile_s:.1f} | "
@@ -69,6 +75,8 @@ def main() -> int:
     ap.add_argument("--batches", default=None, help="comma-separated (default: 1 on a CPU, 1,16 on CUDA)")
     ap.add_argument("--repeats", type=int, default=None, help="timed runs (default: 3 on a CPU, 20 on CUDA)")
     ap.add_argument("--clap", action="store_true", help="also probe the CLAP audio embedding")
+    ap.add_argument("--precision", default="float32",
+                    help="the CLAP embedder's precisions, comma-separated: float32, bfloat16 (default float32)")
     ap.add_argument("--workdir", type=Path, help="keep the random CLAP checkpoint here between runs")
     args = ap.parse_args()
     cuda = args.device.startswith("cuda")
@@ -85,13 +93,14 @@ def main() -> int:
     print("|---|---:|---:|---:|" + "---:|" * (4 if cuda else 2) + "---:|---|")
 
     chain = fx.Chain.from_spec("eq,reverb", seed=0).to(args.device)
-    embedder = None
+    embedders = {}
     if args.clap:
         from text2fx.clap import ClapEmbedder
         from text2fx.testing import random_clap_files
 
         tmp = tempfile.TemporaryDirectory()
-        embedder = ClapEmbedder(*random_clap_files(args.workdir or tmp.name), device=args.device)
+        files = random_clap_files(args.workdir or tmp.name)
+        embedders = {p: ClapEmbedder(*files, device=args.device, precision=p) for p in args.precision.split(",")}
     g = torch.Generator().manual_seed(0)
     for batch in batches:
         x = (0.1 * torch.randn(batch, 2, 10 * SR, generator=g)).to(args.device)
@@ -101,9 +110,10 @@ def main() -> int:
               lambda z: chain.process(x, SR, torch.sigmoid(z), validate=False, mono=True).square().mean(),
               z, cuda, repeats)
         torch._dynamo.reset()
-        if embedder is not None:
-            wave = (0.1 * torch.randn(batch, 1, 10 * SR, generator=g)).to(args.device).requires_grad_(True)
-            probe(f"CLAP audio, batch {batch}", lambda w: embedder.embed_audio(w, SR).sum(), wave, cuda, repeats)
+        wave = (0.1 * torch.randn(batch, 1, 10 * SR, generator=g)).to(args.device).requires_grad_(True)
+        for precision, embedder in embedders.items():
+            probe(f"CLAP audio ({precision}), batch {batch}", lambda w: embedder.embed_audio(w, SR).sum(),
+                  wave, cuda, repeats)
             torch._dynamo.reset()
     return 0
 

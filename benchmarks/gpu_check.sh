@@ -3,14 +3,14 @@
 # than GPU_CHECK_BUDGET seconds, default 520). Stages run in order of importance, so a lease cut short still
 # returns what matters most:
 #
-#   device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap compile
+#   device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap cli compile
 #
-# `gpu_check.sh e2e breakdown` runs only the stages named, in the order given. E2E_MODES (default graph,graph-bf16; plain steps were measured before: add eager to redo them)
-# is passed to e2e_speed.py --modes.
+# `gpu_check.sh e2e breakdown` runs only the stages named, in the order given. E2E_MODES (default
+# graph,graph-bf16; plain steps were measured before: add eager to redo them) is passed to e2e_speed.py --modes.
 #
 # Each stage appends its output straight to a file under ${OUT:-.} (setup.log, tests.log, e2e.log,
-# breakdown.log, micro.log; the end-to-end numbers also go to gpu_e2e.json), so what a stage printed survives
-# even if the whole run is killed. Each stage is stopped at its time limit with SIGABRT first, which makes
+# breakdown.log, micro.log, cli.log; the end-to-end numbers also go to gpu_e2e.json), so what a stage printed
+# survives even if the whole run is killed. Each stage is stopped at its time limit with SIGABRT first, which makes
 # Python print every thread's stack (PYTHONFAULTHANDLER) to show where it hung, then SIGKILL. One line per
 # stage goes to stdout and ${OUT:-.}/gpu_check.log.
 set -u
@@ -21,7 +21,7 @@ export PYTHONUNBUFFERED=1 PYTHONFAULTHANDLER=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFF
 ulimit -c 0  # an aborted stage must not leave a core file of several GB
 deadline=$((SECONDS + ${GPU_CHECK_BUDGET:-520}))
 bench=/tmp/t2fx-bench
-all=(device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap compile)
+all=(device imports tests_graph e2e tests_plain capture_failure breakdown chain determinism fx clap cli compile)
 wanted=("$@")
 ((${#wanted[@]})) || wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -69,8 +69,10 @@ from text2fx.clap import clap_module; clap_module(); print("imports ok")' ;;
   determinism) stage determinism breakdown.log 90 python benchmarks/cuda_determinism.py --workdir $bench ;;
   fx) stage fx micro.log 60 python benchmarks/fx_speed.py --device cuda ;;
   clap) stage clap micro.log 60 python benchmarks/clap_speed.py --device cuda --workdir $bench ;;
-  compile) stage compile micro.log 180 python benchmarks/compile_probe.py --device cuda --batches 16 --clap \
-    --workdir $bench ;;
+  cli) stage cli cli.log 150 python benchmarks/cli_time.py --device cuda --workdir $bench ;;
+  # Six compiles (the chain, CLAP in bfloat16 and float32; batch 16, then 1): several minutes.
+  compile) stage compile micro.log 360 python benchmarks/compile_probe.py --device cuda --batches 16,1 --clap \
+    --precision bfloat16,float32 --workdir $bench ;;
   esac
 done
 say "done"

@@ -41,6 +41,22 @@ def test_import_does_not_load_transformers_or_laion_clap() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_model_code_loads_without_laion_clap_package_inits() -> None:
+    # clap_module() must run neither laion_clap/__init__.py (tokenizer downloads) nor clap_module/__init__.py
+    # (training loss, BPE tokenizer, image transforms): only the model files, under a private name.
+    code = (
+        "import sys; from text2fx.clap import clap_module; m = clap_module(); "
+        "print(m.__name__, m.model.CLAP.__module__, m.htsat.__name__, (m.config_dir / 'HTSAT-tiny.json').is_file()); "
+        "print(' '.join(sorted(k for k in sys.modules if 'laion_clap' in k)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    names, loaded = out.stdout.strip().splitlines()
+    private = "text2fx._laion_clap_module"
+    assert names == f"{private} {private}.model {private}.htsat True"
+    assert all(m.startswith(private) for m in loaded.split())
+    assert not {f"{private}.{m}" for m in ("loss", "tokenizer", "factory", "transform", "openai")} & set(loaded.split())
+
+
 def test_short_audio_is_repeat_padded(clap_embedder: ClapEmbedder) -> None:
     audio = _noise(2, 1, 130000)
     x = clap_embedder.model_input(audio, SR)

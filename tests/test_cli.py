@@ -130,6 +130,7 @@ def test_bad_input_files(tmp_path, capsys, make, words):
     (["dark", "--chain", "eq,flanger"], ["flanger"]),
     (["   "], ["empty prompt"]),
     (["dark", "--steps", "0"], ["--steps"]),
+    (["dark", "--max-batch", "0"], ["--max-batch"]),
     (["dark", "--loss", "l2"], ["invalid choice"]),
     (["dark", "--precision", "float16"], ["--precision", "invalid choice"]),
     (["dark", "-o", "x.mp4"], ["unsupported output"]),
@@ -181,6 +182,20 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, shared_clap, monkeypatch, capsy
     monkeypatch.setattr(rendering, "process_chunks", interrupted)
     code = run(src, "dark", "--chain", "eq", *QUICK)
     assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+def test_out_of_device_memory_is_one_line_with_what_to_lower(tmp_path, shared_clap, monkeypatch, capsys):
+    import torch
+
+    from text2fx.engine import Engine
+
+    def out_of_memory(*_a, **_k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Engine, "optimize", out_of_memory)
+    src = write_tone(tmp_path / "in.wav")
+    one_line_error(capsys, run(src, "dark", "--chain", "eq", *QUICK), 1, "out of device memory", "--max-batch")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
 
 

@@ -175,6 +175,40 @@ def test_a_prompt_gets_the_same_result_alone_or_in_a_batch(engine):
         assert x == pytest.approx(y, rel=1e-3, abs=1e-3), name
 
 
+def test_max_batch_splits_pairs_without_changing_results():
+    a, b = tone(seed=1, seconds=2.5), tone(seed=2, seconds=2.5)  # two 1 s excerpts each
+    prompts = ["dark", "warm", "airy"]
+    kwargs = dict(chain="eq", steps=4, restarts=2, excerpts=2, patience=None)  # 4 clips per pair
+    whole = Engine(SpectralTestEmbedder(sample_rate=16000, window_seconds=1.0), max_batch=64)
+    split = Engine(SpectralTestEmbedder(sample_rate=16000, window_seconds=1.0), max_batch=9)
+    batches, seen = [], []
+    real = split.embedder.embed_audio
+
+    def counting(audio, *args, **kw):
+        batches.append(audio.shape[0])
+        return real(audio, *args, **kw)
+
+    split.embedder.embed_audio = counting
+    reports = []
+    expected = whole.apply([a, b], 16000, prompts, **kwargs)
+    got = split.apply([a, b], 16000, prompts, **kwargs, progress=lambda *p: reports.append(p))
+    # 6 pairs of 4 clips, at most 2 pairs (8 clips) a batch: 3 batches, each seen whole by the embedder
+    assert max(batches) == 8 and batches.count(8) >= 3
+    assert [(r.input["frames"], r.prompt) for r in got] == [(r.input["frames"], r.prompt) for r in expected]
+    for x, y in zip(expected, got):
+        assert x.optimization["loss_value"] == pytest.approx(y.optimization["loss_value"], abs=1e-5)
+        for (name, u), v in zip(x.params["effects"][0]["params"].items(), y.params["effects"][0]["params"].values()):
+            assert u == pytest.approx(v, rel=1e-4, abs=1e-4), name
+    steps = [r[0] for r in reports]
+    assert steps == sorted(steps) and steps[-1] == 12 and {r[1] for r in reports} == {12}
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, None])
+def test_max_batch_must_be_a_positive_integer(bad):
+    with pytest.raises(InputError, match="max_batch"):
+        Engine(SpectralTestEmbedder(), max_batch=bad)
+
+
 def test_patience_none_disables_early_stop(engine):
     assert Engine.recipe("default", patience=None).patience is None
     r = engine.apply(tone(), 16000, "warm", chain="gain", steps=12, lr=1e-9, restarts=1, patience=None,

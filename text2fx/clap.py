@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import itertools
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -47,38 +49,40 @@ _INT16_SCALE = 32767.0
 PRECISIONS = ("float32", "bfloat16")
 
 
-def clap_module() -> ModuleType:
-    """Return laion-clap's `laion_clap.clap_module` package without executing `laion_clap/__init__.py`.
+# laion-clap's model code is loaded as this private package (see `clap_module`).
+_LAION_PACKAGE = "text2fx._laion_clap_module"
 
-    `laion_clap/__init__.py` imports `hook.py`, whose `training/data.py` calls `from_pretrained` for three
-    Hugging Face tokenizers at import time: offline that blocks for minutes in huggingface_hub's retry loop,
-    online it downloads tokenizers this project never uses. The model code only lives in the `clap_module`
-    subpackage, which uses relative imports alone, so it is loaded from its files under its real dotted name
-    with no `laion_clap` entry placed in `sys.modules`; a later `import laion_clap` elsewhere still runs the
-    real package normally.
+
+def clap_module() -> ModuleType:
+    """laion-clap's model code (`laion_clap/clap_module`: `model`, `htsat`, ...), loaded as the private package
+    `text2fx._laion_clap_module`, with its `model_configs` folder as `config_dir`.
+
+    Neither `laion_clap/__init__.py` nor `clap_module/__init__.py` runs. The first imports `hook.py`, whose
+    `training/data.py` calls `from_pretrained` for three Hugging Face tokenizers at import time: offline that
+    blocks for minutes in huggingface_hub's retry loop, online it downloads tokenizers this project never uses.
+    The second imports the training loss (scikit-learn), the BPE tokenizer and the image transforms, none of
+    which the model needs. The model files use relative imports alone, so they load under any package name;
+    a private one keeps these copies apart from a real `import laion_clap` elsewhere in the process.
     """
-    name = "laion_clap.clap_module"
-    if name in sys.modules:
-        return sys.modules[name]
-    if "laion_clap" in sys.modules:
-        # The parent already ran its (slow) initialisation; importing the subpackage normally costs nothing more.
-        return importlib.import_module(name)
+    if _LAION_PACKAGE in sys.modules:
+        return sys.modules[_LAION_PACKAGE]
     parent = importlib.util.find_spec("laion_clap")  # locates the package without executing it
     if parent is None or not parent.submodule_search_locations:
         raise ImportError("laion-clap is not installed; install it with: pip install laion-clap==1.1.7")
     folder = Path(next(iter(parent.submodule_search_locations))) / "clap_module"
-    spec = importlib.util.spec_from_file_location(
-        name, folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+    spec = importlib.machinery.ModuleSpec(_LAION_PACKAGE, None, is_package=True)
+    spec.submodule_search_locations = [str(folder)]
+    package = importlib.util.module_from_spec(spec)
+    package.config_dir = folder / "model_configs"
+    sys.modules[_LAION_PACKAGE] = package
     try:
-        spec.loader.exec_module(module)
+        package.model = importlib.import_module(f"{_LAION_PACKAGE}.model")
+        package.htsat = sys.modules[f"{_LAION_PACKAGE}.htsat"]
     except BaseException:
-        for key in [k for k in sys.modules if k == name or k.startswith(name + ".")]:
+        for key in [k for k in sys.modules if k == _LAION_PACKAGE or k.startswith(_LAION_PACKAGE + ".")]:
             del sys.modules[key]
         raise
-    return module
+    return package
 
 
 def roberta_base_config():
@@ -102,8 +106,8 @@ def roberta_base_config():
 
 
 def create_clap_model(audio_arch: str, *, init_text_branch: bool = True) -> torch.nn.Module:
-    """Build an untrained non-fusion `clap_module.CLAP` (HTSAT `audio_arch` + RoBERTa) on the CPU with
-    laion-clap's `create_model`, randomly initialised as laion-clap does.
+    """Build an untrained non-fusion `clap_module.CLAP` (HTSAT `audio_arch` + RoBERTa) on the CPU as
+    laion-clap's `create_model` does, randomly initialised as laion-clap does.
 
     With `init_text_branch=False` the RoBERTa text branch (125 M parameters, most of the model) is built
     directly on the meta device (nothing allocated or initialised) and the whole model is returned on the
@@ -128,9 +132,12 @@ def create_clap_model(audio_arch: str, *, init_text_branch: bool = True) -> torc
             # HTSAT's truncated-normal init is most of its build time (~1.5 s on 2 CPU cores) and every
             # tensor it fills is overwritten by the checkpoint.
             patches.enter_context(mock.patch.object(clap.htsat, "trunc_normal_", lambda tensor, *a, **k: tensor))
-        device = torch.device("cpu" if init_text_branch else "meta")
-        model, _ = clap.create_model(audio_arch, "roberta", precision="fp32", device=device)
-    return model
+        # What laion-clap's `factory.create_model(audio_arch, "roberta")` does without a pretrained checkpoint.
+        model_config = json.loads((clap.config_dir / f"{audio_arch}.json").read_text())
+        model_config["text_cfg"]["model_type"] = "roberta"
+        model_config.update(enable_fusion=False, fusion_type="None")
+        model = clap.model.CLAP(**model_config)
+    return model.to("cpu" if init_text_branch else "meta")
 
 
 def _rebuild_unsaved_buffers(model: torch.nn.Module) -> None:

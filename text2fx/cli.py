@@ -63,6 +63,8 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--restarts", type=int, metavar="K", help="starting points optimized together; best kept")
     p.add_argument("--init", choices=["random", "neutral"], help="starting parameters")
     p.add_argument("--excerpts", type=int, metavar="N", help="10 s windows of a long input to listen to")
+    p.add_argument("--max-batch", type=int, metavar="N", help="most clips optimized at once (restarts x excerpts per "
+                   "input and prompt; default 16); lower it if the GPU runs out of memory")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same result")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: best available")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
@@ -255,7 +257,8 @@ def run_main(argv: list[str]) -> int:
     prompts = [p.strip() for p in prompts]
     if any(not p for p in prompts):
         raise UsageError("empty prompt: describe the sound you want, e.g. \"warm and bright\"")
-    for name, value in (("steps", args.steps), ("restarts", args.restarts), ("excerpts", args.excerpts)):
+    for name, value in (("steps", args.steps), ("restarts", args.restarts), ("excerpts", args.excerpts),
+                        ("max-batch", args.max_batch)):
         if value is not None and value < 1:
             raise UsageError(f"--{name} must be at least 1")
     if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
@@ -295,7 +298,8 @@ def run_main(argv: list[str]) -> int:
     sources = [rendering.FileSource(info) for info in infos]
     # Bad audio (NaN, silence) is reported before minutes go into loading the model.
     prepared = [prepare_input(src, str(path), recipe.excerpts) for src, path in zip(sources, inputs)]
-    engine = Engine(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=device, precision=args.precision)
+    engine = Engine(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=device, precision=args.precision,
+                    **({} if args.max_batch is None else {"max_batch": args.max_batch}))
     label = prompts[0] if len(prompts) == 1 else f"{len(prompts)} prompts"
     update, close = _progress(args.quiet, label)
     try:
@@ -395,8 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the one place that turns errors into a one-line message
         from text2fx.errors import Text2FXError
 
+        torch = sys.modules.get("torch")
         if isinstance(e, Text2FXError):
             print(f"text2fx: error: {e}", file=sys.stderr)
+        elif torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())):
+            print("text2fx: error: out of device memory; lower --max-batch (default 16), --restarts or --excerpts, "
+                  "or run on --device cpu", file=sys.stderr)
         else:
             print(f"text2fx: internal error ({type(e).__name__}): {' '.join(str(e).split())}", file=sys.stderr)
             if os.environ.get("TEXT2FX_DEBUG"):

@@ -34,6 +34,8 @@ DEFAULT_ANCHOR = "this sound is not {prompt}"
 CLAP_WINDOW_S = 10.0
 # Peaks below this (-120 dBFS) count as digital silence.
 _SILENCE = 1e-6
+# Clips optimized together at most (see Engine).
+DEFAULT_MAX_BATCH = 16
 
 
 @dataclass
@@ -109,6 +111,17 @@ def as_audio(audio, sample_rate: int, what: str = "audio") -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def _batch_progress(progress: ProgressFn | None, batch: int, batches: int, steps: int) -> ProgressFn | None:
+    """`progress` for the `batch`-th of `batches` batches run one after another: steps counted over all."""
+    if progress is None:
+        return None
+
+    def report(step: int, _steps: int, loss: float, best: float) -> None:
+        progress(batch * steps + step, batches * steps, loss, best)
+
+    return report
+
+
 def _fill(text: str, prompt: str, what: str, needs_prompt: bool = False) -> str:
     if needs_prompt and "{prompt}" not in text:
         raise InputError(f"{what} {text!r} must contain {{prompt}}, where the prompt goes")
@@ -145,10 +158,18 @@ class Engine:
             GPUs and on CPUs with bfloat16 instructions, the float32 loss to within 1e-3; see
             `text2fx.clap.ClapEmbedder`). Recorded in each report. A given `embedder` keeps its own (set it
             there); naming a different one here is an error.
+        max_batch: the most clips optimized together. An (input, prompt) pair takes restarts x excerpts clips
+            (twice as many with loss="best"); pairs beyond `max_batch` run in further batches, one after
+            another (a pair larger than it runs alone). This bounds memory: on a GPU a clip takes about 0.3 GB
+            in float32 (16 clips: 5.5 GB at peak on an H200, `benchmarks/RESULTS.md`), and 16 clips already
+            keep such a GPU busy, so larger batches would gain little. A prompt's result does not depend on
+            the batch it runs in, except that an early stop waits for every candidate of its batch.
     """
 
     def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None,
-                 cuda_graphs: bool = True, precision: str | None = None):
+                 cuda_graphs: bool = True, precision: str | None = None, max_batch: int = DEFAULT_MAX_BATCH):
+        if not (isinstance(max_batch, int) and max_batch >= 1):
+            raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
         if embedder is None:
             from text2fx.clap import ClapEmbedder
 
@@ -158,6 +179,7 @@ class Engine:
             raise InputError(f"precision {precision!r} differs from the given embedder's: set it on the embedder")
         self.embedder = embedder
         self.cuda_graphs = cuda_graphs
+        self.max_batch = max_batch
 
     @property
     def device(self) -> torch.device:
@@ -246,7 +268,8 @@ class Engine:
         progress: ProgressFn | None = None,
         prepared: Sequence[Prepared] | None = None,
     ) -> tuple[object, list[Target]]:
-        """Optimize every (source, prompt) pair; sources of the same format are batched together.
+        """Optimize every (source, prompt) pair; pairs of sources of the same format share batches of up to
+        `max_batch` clips.
 
         `prepared` (from `prepare_input`, one per source) skips reading the inputs again.
         Returns the chain and one `Target` per pair, source-major.
@@ -261,24 +284,30 @@ class Engine:
         if prepared is None:
             prepared = [prepare_input(s, p, recipe.excerpts, window_s) for s, p in zip(sources, paths)]
 
-        # Inputs whose windows have the same shape share one batch.
+        # Inputs whose windows have the same shape can share a batch; pairs are cut into batches of at most
+        # `max_batch` clips.
         groups: dict[tuple, list[int]] = {}
         for i, prep in enumerate(prepared):
             groups.setdefault((prep.source.sample_rate,) + prep.excerpts.shape, []).append(i)
+        per_candidate = 2 if recipe.loss == "best" else 1
+        batches = []
+        for (sr, n_exc, *_), members in groups.items():
+            pairs = [(i, j) for i in members for j in range(len(prompts))]
+            size = max(1, self.max_batch // (recipe.restarts * per_candidate * n_exc))
+            batches += [(sr, pairs[start : start + size]) for start in range(0, len(pairs), size)]
         by_pair: dict[tuple[int, int], Target] = {}
-        for (sr, *_), members in groups.items():
-            clips = torch.from_numpy(np.stack([prepared[i].excerpts for i in members])).to(self.device)
-            pairs = [(m, j) for m in range(len(members)) for j in range(len(prompts))]
+        for b, (sr, pairs) in enumerate(batches):
+            inputs = sorted({i for i, _ in pairs})
+            clips = torch.from_numpy(np.stack([prepared[i].excerpts for i in inputs])).to(self.device)
             outcomes = optimize(
-                fx_chain, self.embedder, clips, sr, [m for m, _ in pairs],
+                fx_chain, self.embedder, clips, sr, [inputs.index(i) for i, _ in pairs],
                 text_emb[[j for _, j in pairs]], anchor_emb[[j for _, j in pairs]],
-                recipe, seed, progress,
+                recipe, seed, _batch_progress(progress, b, len(batches), recipe.steps),
                 # keyed by the text, so a prompt gets the same random draws alone or in a batch
                 target_keys=[zlib.crc32(texts[j].encode()) for _, j in pairs],
                 cuda_graph=None if self.cuda_graphs else False,
             )
-            for (m, j), outcome in zip(pairs, outcomes):
-                i = members[m]
+            for (i, j), outcome in zip(pairs, outcomes):
                 offsets_s = [o / prepared[i].source.sample_rate for o in prepared[i].offsets]
                 by_pair[i, j] = Target(i, prompts[j], texts[j], anchors[j] if anchor else None, outcome, offsets_s)
         return fx_chain, [by_pair[i, j] for i in range(len(sources)) for j in range(len(prompts))]
