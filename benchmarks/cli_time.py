@@ -7,7 +7,10 @@ run pages the checkpoint in and warms the import caches, as a user's second run 
 checkpoint has random weights (speed does not depend on them): nothing here measures quality. Steps run
 are read from the written reports (early stopping ends a preset's run before its step budget).
 
-    python benchmarks/cli_time.py [--device cpu|cuda] [--runs auto,auto-bf16,paper,prompts16] [--workdir DIR]
+    python benchmarks/cli_time.py [--device cpu|cuda] [--runs help,auto,auto-bf16,paper,prompts16] [--workdir DIR]
+
+On a CPU the default preset is "fast" (100 steps), but "paper" (600 steps) and "prompts16" take many minutes
+there: pick --runs.
 """
 
 from __future__ import annotations

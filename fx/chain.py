@@ -214,11 +214,15 @@ class Chain(torch.nn.Module):
                 per_channel = h if per_channel is None else per_channel * h
         if x.shape[0] > 1 and x.stride(0) == 0:
             x = x[:1]  # one input shared by the batch: transformed once
+        if mono:
+            # The mean's 1 / channels scales the (real) input, so the channel sum below has no backward pass
+            # of its own over the spectra.
+            x = x / x.shape[1]
         out = F.rfft(x, n_fft)
         if per_channel is not None:
             out = out * per_channel
         if mono:
-            out = out.mean(dim=1, keepdim=True)
+            out = out.sum(dim=1, keepdim=True)
         if shared is not None:
             out = out * shared
         return torch.fft.irfft(out, n=n_fft)[..., :samples]

@@ -88,9 +88,11 @@ class _OneSidedRFFT(torch.autograd.Function):
         # between DC and Nyquist (it assumes the mirrored half), so those are halved first; norm="forward"
         # drops irfft's 1/n.
         n = ctx.n
-        interior = torch.ones(grad.shape[-1], dtype=grad.real.dtype, device=grad.device)
+        interior = torch.ones(grad.shape[-1], 1, dtype=grad.real.dtype, device=grad.device)
         interior[1 : (n + 1) // 2] = 0.5
-        x_grad = torch.fft.irfft(grad * interior, n=n, norm="forward")
+        # Weighting the real and imaginary parts as real numbers: on a CPU twice as fast as complex * real.
+        grad = torch.view_as_complex(torch.view_as_real(grad) * interior)
+        x_grad = torch.fft.irfft(grad, n=n, norm="forward")
         return x_grad[..., : ctx.length], None
 
 
@@ -501,7 +503,11 @@ def reverb_response(
     """
     ir = _reverb_wet_ir(samples, sample_rate, band_noise, rt60_s, band_gain_db, predelay_s, ir_length, max_predelay_s)
     dry_gain, wet_gain = _equal_power(mix_pct)
-    return dry_gain + wet_gain * rfft(ir, n_fft)
+    # dry + wet * rfft(ir) = rfft(wet * ir + dry * impulse): mixing in the time domain scales the real IR
+    # instead of the longer complex spectrum, forward and backward.
+    ir = wet_gain * ir
+    ir[..., 0] += dry_gain[..., 0]
+    return rfft(ir, n_fft)
 
 
 # ---------------------------------------------------------------------------------------
