@@ -38,7 +38,7 @@ RUNS = {  # name -> (what it is, extra command-line arguments)
     "auto": ("1 prompt, default preset for the device", []),
     "auto-bf16": ("1 prompt, default preset, --precision bfloat16", ["--precision", "bfloat16"]),
     "paper": ("1 prompt, --preset paper (600 steps)", ["--preset", "paper"]),
-    "prompts16": ("16 prompts in one batch, default preset", [a for p in PROMPTS for a in ("-p", p)]),
+    "prompts16": ("16 prompts in one command, default preset", [a for p in PROMPTS for a in ("-p", p)]),
 }
 
 

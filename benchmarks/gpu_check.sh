@@ -69,7 +69,7 @@ from text2fx.clap import clap_module; clap_module(); print("imports ok")' ;;
   determinism) stage determinism breakdown.log 90 python benchmarks/cuda_determinism.py --workdir $bench ;;
   fx) stage fx micro.log 60 python benchmarks/fx_speed.py --device cuda ;;
   clap) stage clap micro.log 60 python benchmarks/clap_speed.py --device cuda --workdir $bench ;;
-  cli) stage cli cli.log 150 python benchmarks/cli_time.py --device cuda --workdir $bench ;;
+  cli) stage cli cli.log 240 python benchmarks/cli_time.py --device cuda --workdir $bench ;;
   # Six compiles (the chain, CLAP in bfloat16 and float32; batch 16, then 1): several minutes.
   compile) stage compile micro.log 360 python benchmarks/compile_probe.py --device cuda --batches 16,1 --clap \
     --precision bfloat16,float32 --workdir $bench ;;

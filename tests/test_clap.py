@@ -35,7 +35,8 @@ def test_satisfies_embedder_protocol(clap_embedder: ClapEmbedder, clap_checkpoin
 def test_import_does_not_load_transformers_or_laion_clap() -> None:
     code = (
         "import sys, text2fx.clap; "
-        "print(sorted(m for m in ('transformers', 'laion_clap', 'laion_clap.clap_module') if m in sys.modules))"
+        "print(sorted(m for m in ('transformers', 'laion_clap', 'laion_clap.clap_module', 'text2fx._laion_clap_module')"
+        " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -55,6 +56,17 @@ def test_model_code_loads_without_laion_clap_package_inits() -> None:
     assert names == f"{private} {private}.model {private}.htsat True"
     assert all(m.startswith(private) for m in loaded.split())
     assert not {f"{private}.{m}" for m in ("loss", "tokenizer", "factory", "transform", "openai")} & set(loaded.split())
+
+
+def test_model_code_objects_unpickle_in_a_fresh_process() -> None:
+    import pickle
+
+    from text2fx.clap import clap_module
+
+    config = clap_module().model.CLAPAudioCfp(model_type="HTSAT", model_name="tiny")
+    code = "import pickle, sys; print(pickle.loads(sys.stdin.buffer.read()).model_name)"
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(config), capture_output=True, check=True)
+    assert out.stdout.decode().strip() == "tiny"
 
 
 def test_short_audio_is_repeat_padded(clap_embedder: ClapEmbedder) -> None:

@@ -192,8 +192,8 @@ def test_max_batch_splits_pairs_without_changing_results():
     reports = []
     expected = whole.apply([a, b], 16000, prompts, **kwargs)
     got = split.apply([a, b], 16000, prompts, **kwargs, progress=lambda *p: reports.append(p))
-    # 6 pairs of 4 clips, at most 2 pairs (8 clips) a batch: 3 batches, each seen whole by the embedder
-    assert max(batches) == 8 and batches.count(8) >= 3
+    # 6 pairs of 4 clips, at most 2 pairs (8 clips) a batch: 3 batches of 4 steps and a final evaluation each
+    assert max(batches) == 8 and batches.count(8) == 3 * (4 + 1)
     assert [(r.input["frames"], r.prompt) for r in got] == [(r.input["frames"], r.prompt) for r in expected]
     for x, y in zip(expected, got):
         assert x.optimization["loss_value"] == pytest.approx(y.optimization["loss_value"], abs=1e-5)
@@ -203,7 +203,21 @@ def test_max_batch_splits_pairs_without_changing_results():
     assert steps == sorted(steps) and steps[-1] == 12 and {r[1] for r in reports} == {12}
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, None])
+def test_max_batch_runs_a_larger_pair_alone_and_keeps_formats_apart():
+    engine = Engine(SpectralTestEmbedder(sample_rate=16000, window_seconds=1.0), max_batch=3)
+    seen = []
+    real = engine.embedder.embed_audio
+    engine.embedder.embed_audio = lambda audio, *a, **k: seen.append(audio.shape[0]) or real(audio, *a, **k)
+    inputs = [tone(16000, seed=1), tone(22050, seed=2), tone(16000, seed=3)]
+    results = engine.apply(inputs, [16000, 22050, 16000], ["dark", "warm"], chain="eq", steps=2, restarts=2,
+                           excerpts=1, loss="best")
+    # "best" runs 2 x 2 = 4 clips per pair, more than max_batch: every pair alone
+    assert max(seen) == 4 and [r.sample_rate for r in results] == [16000, 16000, 22050, 22050, 16000, 16000]
+    assert [r.prompt for r in results] == ["dark", "warm"] * 3
+    assert {r.optimization["max_batch"] for r in results} == {3}
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, None, True])
 def test_max_batch_must_be_a_positive_integer(bad):
     with pytest.raises(InputError, match="max_batch"):
         Engine(SpectralTestEmbedder(), max_batch=bad)

@@ -65,7 +65,7 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--excerpts", type=int, metavar="N", help="10 s windows of a long input to listen to")
     p.add_argument("--max-batch", type=int, metavar="N", help="most clips optimized at once (restarts x excerpts per "
                    "input and prompt; default 16); lower it if the GPU runs out of memory")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same result")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed and settings, same result")
     p.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default: best available")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                    help="CLAP audio branch precision; bfloat16 is faster on GPUs and on CPUs with bfloat16 "
@@ -403,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, Text2FXError):
             print(f"text2fx: error: {e}", file=sys.stderr)
         elif torch is not None and isinstance(e, getattr(torch, "OutOfMemoryError", ())):
-            print("text2fx: error: out of device memory; lower --max-batch (default 16), --restarts or --excerpts, "
-                  "or run on --device cpu", file=sys.stderr)
+            print("text2fx: error: out of device memory; optimizing needs less with a lower --max-batch (default 16), "
+                  "--restarts or --excerpts, or run on --device cpu", file=sys.stderr)
         else:
             print(f"text2fx: internal error ({type(e).__name__}): {' '.join(str(e).split())}", file=sys.stderr)
             if os.environ.get("TEXT2FX_DEBUG"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import zlib
 from dataclasses import dataclass
 from typing import Sequence
@@ -160,16 +161,21 @@ class Engine:
             there); naming a different one here is an error.
         max_batch: the most clips optimized together. An (input, prompt) pair takes restarts x excerpts clips
             (twice as many with loss="best"); pairs beyond `max_batch` run in further batches, one after
-            another (a pair larger than it runs alone). This bounds memory: on a GPU a clip takes about 0.3 GB
-            in float32 (16 clips: 5.5 GB at peak on an H200, `benchmarks/RESULTS.md`), and 16 clips already
-            keep such a GPU busy, so larger batches would gain little. A prompt's result does not depend on
-            the batch it runs in, except that an early stop waits for every candidate of its batch.
+            another (a pair larger than it runs alone). This bounds memory: on a GPU a 10 s stereo 48 kHz clip
+            takes about 0.3 GB in float32 with EQ -> reverb (16 clips: 5.5 GB at peak on an H200, model
+            included, `benchmarks/RESULTS.md`), and 16 clips already keep such a GPU busy, so larger batches
+            would gain little. A prompt's result does not depend on the batch it runs in, except that an
+            early stop waits for every candidate of its batch: with early stopping, the same seed gives the
+            same result for the same inputs, prompts and `max_batch` (recorded in the report).
     """
 
     def __init__(self, embedder: Embedder | None = None, *, checkpoint=None, tokenizer=None, device=None,
                  cuda_graphs: bool = True, precision: str | None = None, max_batch: int = DEFAULT_MAX_BATCH):
-        if not (isinstance(max_batch, int) and max_batch >= 1):
-            raise InputError(f"max_batch must be a positive integer, got {max_batch!r}")
+        try:
+            if isinstance(max_batch, bool) or operator.index(max_batch) < 1:
+                raise TypeError
+        except TypeError:
+            raise InputError(f"max_batch must be a positive integer, got {max_batch!r}") from None
         if embedder is None:
             from text2fx.clap import ClapEmbedder
 
@@ -179,7 +185,7 @@ class Engine:
             raise InputError(f"precision {precision!r} differs from the given embedder's: set it on the embedder")
         self.embedder = embedder
         self.cuda_graphs = cuda_graphs
-        self.max_batch = max_batch
+        self.max_batch = operator.index(max_batch)
 
     @property
     def device(self) -> torch.device:
@@ -332,6 +338,7 @@ class Engine:
             "time_shift": recipe.time_shift,
             "excerpts_s": target.offsets_s,
             "precision": getattr(self.embedder, "precision", "float32"),
+            "max_batch": self.max_batch,
         }
         return Result(
             audio=audio, sample_rate=source.sample_rate, params=params, units=units, prompt=target.prompt,

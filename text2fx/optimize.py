@@ -204,7 +204,8 @@ def _capture(step: Callable[[], None], reset: Callable[[], None], steps: int, re
         with torch.cuda.graph(graph):
             step()
     except RuntimeError as exc:
-        if required:
+        # Out of memory is no capture problem: plain steps would need the same memory.
+        if required or isinstance(exc, torch.OutOfMemoryError):
             raise
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         warnings.warn(f"CUDA graph capture failed, optimizing without it ({reason})", RuntimeWarning, stacklevel=3)
