@@ -76,7 +76,7 @@ def speech_clip() -> np.ndarray | None:
     if sr != SR:  # espeak-ng speaks at 22.05 kHz; keep the demo's clips at one rate
         import torch
 
-        from text2fx.resample import Resampler
+        from text2fx.clap.resample import Resampler
 
         audio = Resampler(SR)(torch.from_numpy(audio), sr).numpy()
     return (0.8 * audio / np.abs(audio).max()).astype(np.float32)

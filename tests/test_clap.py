@@ -12,7 +12,7 @@ import torch
 from text2fx.clap import ClapEmbedder
 from text2fx.embedder import Embedder
 from text2fx.errors import InputError
-from text2fx.resample import Resampler
+from text2fx.clap.resample import Resampler
 
 SR = 48000
 WINDOW = 480000
@@ -35,7 +35,7 @@ def test_satisfies_embedder_protocol(clap_embedder: ClapEmbedder, clap_checkpoin
 def test_import_does_not_load_transformers_or_laion_clap() -> None:
     code = (
         "import sys, text2fx.clap; "
-        "print(sorted(m for m in ('transformers', 'laion_clap', 'laion_clap.clap_module', 'text2fx._laion_clap_module')"
+        "print(sorted(m for m in ('transformers', 'laion_clap', 'laion_clap.clap_module', 'text2fx.clap._laion')"
         " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -52,7 +52,7 @@ def test_model_code_loads_without_laion_clap_package_inits() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     names, loaded = out.stdout.strip().splitlines()
-    private = "text2fx._laion_clap_module"
+    private = "text2fx.clap._laion"
     assert names == f"{private} {private}.model {private}.htsat True"
     assert all(m.startswith(private) for m in loaded.split())
     assert not {f"{private}.{m}" for m in ("loss", "tokenizer", "factory", "transform", "openai")} & set(loaded.split())

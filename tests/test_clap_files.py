@@ -13,7 +13,7 @@ import torch
 
 from text2fx.clap import ClapEmbedder, load_clap_model
 from text2fx.errors import InputError, ModelUnavailableError
-from text2fx.model_files import (
+from text2fx.clap.files import (
     CHECKPOINT_ENV,
     TOKENIZER_ENV,
     detect_audio_arch,

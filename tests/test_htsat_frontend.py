@@ -8,7 +8,7 @@ import torch
 from torchlibrosa.stft import Spectrogram
 
 from text2fx.clap import clap_module
-from text2fx.htsat_frontend import install_fast_frontend
+from text2fx.clap.frontend import install_fast_frontend
 
 
 class _Branch(torch.nn.Module):

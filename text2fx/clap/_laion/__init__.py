@@ -1,6 +1,6 @@
 """laion-clap's model files (`laion_clap/clap_module/*.py`) as a package of their own; see `text2fx.clap.clap_module`.
 
-Only `__path__` is set here, to laion-clap's `clap_module` folder, so `text2fx._laion_clap_module.model` imports
+Only `__path__` is set here, to laion-clap's `clap_module` folder, so `text2fx.clap._laion.model` imports
 laion-clap's `model.py` (and its relative imports) without running `laion_clap/__init__.py` or
 `clap_module/__init__.py`. Being a real package, its classes can be pickled and unpickled in a new process.
 """

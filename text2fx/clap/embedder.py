@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from text2fx.errors import InputError
-from text2fx.htsat_frontend import install_fast_frontend
-from text2fx.model_files import (
+from text2fx.clap.frontend import install_fast_frontend
+from text2fx.clap.files import (
     ModelFiles,
     detect_audio_arch,
     load_clap_state_dict,
     resolve_model_files,
 )
-from text2fx.resample import Resampler
+from text2fx.clap.resample import Resampler
 
 # laion-clap tokenizes with padding="max_length", truncation=True, max_length=77 (CLAP_Module.tokenizer).
 TEXT_MAX_TOKENS = 77
@@ -48,7 +48,7 @@ PRECISIONS = ("float32", "bfloat16")
 
 def clap_module() -> ModuleType:
     """laion-clap's model code (`laion_clap/clap_module`: `model`, `htsat`, ...) as the package
-    `text2fx._laion_clap_module`, with its `model_configs` folder as `config_dir`.
+    `text2fx.clap._laion`, with its `model_configs` folder as `config_dir`.
 
     Neither `laion_clap/__init__.py` nor `clap_module/__init__.py` runs. The first imports `hook.py`, whose
     `training/data.py` calls `from_pretrained` for three Hugging Face tokenizers at import time: offline that
@@ -57,8 +57,8 @@ def clap_module() -> ModuleType:
     which the model needs (0.7-0.9 s on the 2-core CPU). The model files use relative imports alone, so they
     load under any package name; a package of our own keeps these copies apart from a real `import laion_clap`.
     """
-    package = importlib.import_module("text2fx._laion_clap_module")
-    importlib.import_module("text2fx._laion_clap_module.model")
+    package = importlib.import_module("text2fx.clap._laion")
+    importlib.import_module("text2fx.clap._laion.model")
     return package
 
 
@@ -194,7 +194,7 @@ class ClapEmbedder:
             then the cached `roberta-base` tokenizer (downloaded once).
         device: `"cpu"`, `"cuda"`, `"mps"`, ...; default: the best available one.
         reference_frontend: run HTSAT's spectrogram and time stretch with laion-clap's own code, bit for bit,
-            instead of the equivalent FFT and matrix forms (`text2fx.htsat_frontend`), which are faster and
+            instead of the equivalent FFT and matrix forms (`text2fx.clap.frontend`), which are faster and
             more accurate in float32.
         precision: "float32" (default), or "bfloat16": the audio branch after its log-mel front end runs
             under bfloat16 autocast (matrix products and convolutions in bfloat16; on CUDA normalizations and

@@ -1,0 +1,33 @@
+"""LAION-CLAP as a frozen audio-text embedder.
+
+Modules: `embedder` (`ClapEmbedder`: the model, its audio path and text encoder), `files` (finding, downloading
+and safely loading checkpoints and the tokenizer), `frontend` (HTSAT's spectrogram and time stretch in faster,
+equivalent forms), `resample` (differentiable band-limited resampling to CLAP's 48 kHz), `_laion` (laion-clap's
+own model files as a private package).
+
+Importing this package imports torch; transformers and laion-clap load when an embedder is built.
+"""
+
+from text2fx.clap.embedder import (
+    EMBEDDING_DIM,
+    PRECISIONS,
+    TEXT_MAX_TOKENS,
+    ClapEmbedder,
+    clap_module,
+    create_clap_model,
+    default_device,
+    load_clap_model,
+    roberta_base_config,
+)
+
+__all__ = [
+    "EMBEDDING_DIM",
+    "PRECISIONS",
+    "TEXT_MAX_TOKENS",
+    "ClapEmbedder",
+    "clap_module",
+    "create_clap_model",
+    "default_device",
+    "load_clap_model",
+    "roberta_base_config",
+]
