@@ -68,3 +68,21 @@ class SpectralTestEmbedder:
             seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
             rows.append(torch.randn(self.dim, generator=torch.Generator().manual_seed(seed)))
         return F.normalize(torch.stack(rows), dim=-1).to(self.device)
+
+
+class RecordingChain:
+    """Wraps an effect chain and records (detached, on the CPU) the unit parameters of every `process` call,
+    so tests can see the parameters the optimizer tried at each step."""
+
+    def __init__(self, chain):
+        self.chain = chain
+        self.calls: list[torch.Tensor] = []
+
+    def __getattr__(self, name):
+        if name == "chain":  # not set yet (e.g. while copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.chain, name)
+
+    def process(self, audio, sample_rate, params_unit, *args, **kwargs):
+        self.calls.append(params_unit.detach().cpu().clone())
+        return self.chain.process(audio, sample_rate, params_unit, *args, **kwargs)

@@ -12,14 +12,17 @@ import soundfile as sf
 
 import text2fx.clap
 from text2fx.cli import main
-from text2fx.result import schema
+from text2fx.report import schema
 
 QUICK = ["--steps", "2", "--restarts", "1", "--excerpts", "1", "--quiet"]
 
 
 @pytest.fixture
-def shared_clap(monkeypatch, clap_embedder):
-    """Reuse the session's loaded CLAP instead of loading the 600 MB checkpoint in every test."""
+def shared_clap(monkeypatch, clap_embedder, clap_checkpoint, clap_tokenizer_dir):
+    """Reuse the session's loaded CLAP instead of loading the 600 MB checkpoint in every test (the model
+    files are still found, and the prompts tokenized, as in a real run)."""
+    monkeypatch.setenv("TEXT2FX_CLAP_CKPT", str(clap_checkpoint))
+    monkeypatch.setenv("TEXT2FX_CLAP_TOKENIZER", str(clap_tokenizer_dir))
     monkeypatch.setattr(text2fx.clap, "ClapEmbedder", lambda *a, **k: clap_embedder)
 
 
@@ -129,8 +132,8 @@ def test_bad_input_files(tmp_path, capsys, make, words):
 @pytest.mark.parametrize("args, words", [
     (["dark", "--chain", "eq,flanger"], ["flanger"]),
     (["   "], ["empty prompt"]),
-    (["dark", "--steps", "0"], ["--steps"]),
-    (["dark", "--max-batch", "0"], ["--max-batch"]),
+    (["dark", "--steps", "0"], ["steps must be at least 1"]),
+    (["dark", "--max-batch", "0"], ["max_batch must be at least 1"]),
     (["dark", "--loss", "l2"], ["invalid choice"]),
     (["dark", "--precision", "float16"], ["--precision", "invalid choice"]),
     (["dark", "-o", "x.mp4"], ["unsupported output"]),
@@ -188,12 +191,12 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, shared_clap, monkeypatch, capsy
 def test_out_of_device_memory_is_one_line_with_what_to_lower(tmp_path, shared_clap, monkeypatch, capsys):
     import torch
 
-    from text2fx.engine import Engine
+    from text2fx import pipeline
 
     def out_of_memory(*_a, **_k):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(Engine, "optimize", out_of_memory)
+    monkeypatch.setattr(pipeline, "optimize", out_of_memory)
     src = write_tone(tmp_path / "in.wav")
     one_line_error(capsys, run(src, "dark", "--chain", "eq", *QUICK), 1, "out of device memory", "--max-batch")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
@@ -226,7 +229,7 @@ def test_seeded_runs_through_clap_are_bit_identical(clap_embedder):
 
 def test_cli_effect_names_are_fx_builtins():
     import fx
-    from text2fx.cli import BUILTIN_EFFECTS
+    from text2fx.options import BUILTIN_EFFECTS
 
     assert sorted(BUILTIN_EFFECTS) == fx.available_effects()
 
@@ -235,9 +238,11 @@ def test_cli_effect_names_are_fx_builtins():
     (["--template", "sound {x}"], ["only placeholder"]),
     (["--template", "no placeholder"], ["must contain {prompt}"]),
     (["--anchor", "{oops}"], ["only placeholder"]),
-    (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--lr", "inf"], ["--"]),
-    (["--seed", str(2**70)], ["--seed"]),
-    (["--lr", "inf"], ["--lr"]),
+    (["--device", "cuda"] if not __import__("torch").cuda.is_available() else ["--device", "cuda:99"],
+     ["device 'cuda", "is not available on this machine (available: cpu"]),
+    (["--device", "tpu"], ["unknown device 'tpu'; choose cpu, cuda, cuda:N or mps"]),
+    (["--seed", str(2**70)], ["seed must fit in 64 bits"]),
+    (["--lr", "inf"], ["lr"]),
 ])
 def test_more_usage_errors_before_any_model_work(tmp_path, capsys, args, words):
     src = write_tone(tmp_path / "in.wav")
@@ -280,3 +285,70 @@ def test_outputs_get_ordinary_file_permissions(tmp_path, shared_clap):
         os.umask(old)
     for name in ("in.dark.wav", "in.dark.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("output, words", [
+    ("x.json", ["looks like a settings file"]),
+    ("newdir", ["has no file extension", "newdir.wav", "ending in '/'"]),
+])
+def test_outputs_that_name_no_audio_file(tmp_path, capsys, output, words):
+    src = write_tone(tmp_path / "in.wav")
+    code = run(src, "dark", "-o", tmp_path / output, "--clap-ckpt", tmp_path / "no-such.pt")
+    one_line_error(capsys, code, 2, *words)
+
+
+def test_params_path_under_a_file_is_refused_before_optimizing(tmp_path, capsys):
+    src = write_tone(tmp_path / "in.wav")
+    (tmp_path / "notes").write_text("a file")
+    code = run(src, "dark", "-o", tmp_path / "o.wav", "--params", tmp_path / "notes" / "o.json",
+               "--clap-ckpt", tmp_path / "no-such.pt")
+    one_line_error(capsys, code, 2, "is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "notes"]
+
+
+def test_eight_channels_to_mp3_names_the_channels(tmp_path, capsys):
+    src = write_tone(tmp_path / "in.wav", channels=8)
+    code = run(src, "dark", "-o", tmp_path / "o.mp3", "--clap-ckpt", tmp_path / "no-such.pt")
+    one_line_error(capsys, code, 2, "cannot hold 8 channel", "o.mp3")
+
+
+def test_a_prompt_longer_than_clap_reads_is_refused(tmp_path, shared_clap, capsys):
+    src = write_tone(tmp_path / "in.wav")
+    code = run(src, "warm " * 1000, "--chain", "eq", *QUICK)
+    one_line_error(capsys, code, 1, "tokens", "77")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
+
+
+@pytest.mark.parametrize("settings, words", [
+    ({"chain": "", "effects": []}, ["the chain is empty"]),
+    ({"chain": "gain", "seed": 2**70, "effects": [{"type": "gain", "params": {"gain_db": 0.0}}]}, ["64 bits"]),
+])
+def test_render_refuses_empty_chains_and_huge_seeds(tmp_path, capsys, settings, words):
+    src = write_tone(tmp_path / "in.wav")
+    params = tmp_path / "p.json"
+    params.write_text(json.dumps(settings))
+    one_line_error(capsys, run("render", src, params, "-o", tmp_path / "o.wav"), 1, *words)
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_render_accepts_a_byte_order_mark(tmp_path):
+    import fx
+
+    src = write_tone(tmp_path / "in.wav")
+    chain = fx.Chain.from_spec("gain")
+    params = tmp_path / "p.json"
+    params.write_bytes(b"\xef\xbb\xbf" + json.dumps(chain.to_dict(chain.neutral_unit())).encode())
+    assert run("render", src, params, "-o", tmp_path / "o.wav", "--quiet") == 0
+
+
+def test_render_reports_malformed_json_without_importing_torch(tmp_path):
+    src = write_tone(tmp_path / "in.wav")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code = (
+        "import sys\nfrom text2fx.cli import main\n"
+        f"assert main(['render', {str(src)!r}, {str(bad)!r}, '-o', {str(tmp_path / 'o.wav')!r}]) == 1\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False" and "not valid JSON" in out.stderr

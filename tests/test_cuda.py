@@ -76,7 +76,7 @@ def _assert_same(a, b, atol=1e-4):
         assert (x.steps_run, x.loss) == (y.steps_run, y.loss)
         assert np.allclose(x.history[:SHORT], y.history[:SHORT], atol=atol)
         if x.steps_run <= SHORT:
-            assert torch.allclose(x.params, y.params, atol=atol), (x.params - y.params).abs().max()
+            assert torch.allclose(x.candidate_params, y.candidate_params, atol=atol), (x.candidate_params - y.candidate_params).abs().max()
             assert x.candidate == y.candidate
 
 

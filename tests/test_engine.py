@@ -10,7 +10,7 @@ from doubles import SpectralTestEmbedder
 from text2fx import rendering
 from text2fx.engine import Engine, render
 from text2fx.errors import InputError
-from text2fx.result import schema
+from text2fx.report import schema
 
 FAST = dict(steps=3, restarts=2, excerpts=2)
 
@@ -135,9 +135,9 @@ def test_bad_audio_is_a_clear_error(engine, audio, sr, message):
         engine.apply(audio, sr, "bright", chain="eq", **FAST)
 
 
-@pytest.mark.parametrize("prompt", ["", "   ", []])
-def test_empty_prompt(engine, prompt):
-    with pytest.raises(InputError):
+@pytest.mark.parametrize("prompt, message", [("", "empty prompt"), ("   ", "empty prompt"), ([], "no prompt")])
+def test_empty_prompt(engine, prompt, message):
+    with pytest.raises(InputError, match=message):
         engine.apply(tone(), 16000, prompt, chain="eq", **FAST)
 
 
@@ -147,9 +147,9 @@ def test_unknown_effect(engine):
 
 
 def test_render_rejects_bad_params():
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="no effect settings found"):
         render(tone(), 16000, {"effects": "nope"})
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="no_such_param"):
         render(tone(), 16000, {"chain": "eq", "effects": [{"type": "eq", "params": {"no_such_param": 1.0}}]})
 
 

@@ -49,7 +49,7 @@ def compare(chain, embedder, clips, sr, input_index, texts, anchors, recipe, see
         cand_shifts = None if shifts is None else shifts[:, c * n_exc : (c + 1) * n_exc]
         best_u, best = plain_loop(chain, embedder, clips[i], sr, texts[t : t + 1], anchors[t : t + 1], z0[c],
                                   cand_shifts, recipe, directional)
-        assert torch.allclose(outcome.params, best_u, atol=1e-4), (outcome.params - best_u).abs().max()
+        assert torch.allclose(outcome.candidate_params, best_u, atol=1e-4), (outcome.candidate_params - best_u).abs().max()
         assert min(outcome.history) == pytest.approx(best, abs=1e-4)
     return outcomes
 

@@ -19,15 +19,15 @@ __all__ = ["Engine", "Result", "Recipe", "PRESETS", "apply", "render", "Text2FXE
 if TYPE_CHECKING:
     from text2fx.engine import Engine, render
     from text2fx.errors import Text2FXError
-    from text2fx.optimize import PRESETS, Recipe
+    from text2fx.recipe import PRESETS, Recipe
     from text2fx.result import Result
 
 _LAZY = {
     "Engine": "text2fx.engine",
     "render": "text2fx.engine",
     "Result": "text2fx.result",
-    "Recipe": "text2fx.optimize",
-    "PRESETS": "text2fx.optimize",
+    "Recipe": "text2fx.recipe",
+    "PRESETS": "text2fx.recipe",
     "Text2FXError": "text2fx.errors",
 }
 

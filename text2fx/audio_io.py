@@ -7,7 +7,9 @@ Audio arrays here are numpy `(channels, samples)` float32, the layout the rest o
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,26 +110,69 @@ def iter_blocks(path: str | os.PathLike, block_frames: int) -> Iterator[np.ndarr
         raise InputError(f"cannot read {path}: {_one_line(e)}") from None
 
 
+_ALIASES = {"aif": "aiff", "oga": "ogg", "opus": "ogg"}
+
+
+def container(path: Path) -> str | None:
+    """The soundfile container format that `path`'s extension names (e.g. "WAV", "FLAC"), or None."""
+    ext = Path(path).suffix.lower().lstrip(".")
+    formats = {k.lower(): k for k in _soundfile().available_formats()}
+    return formats.get(_ALIASES.get(ext, ext)) if ext else None
+
+
 def output_format(path: Path, like: AudioInfo | None, subtype: str | None = None) -> tuple[str, str]:
     """Pick (format, subtype) for writing `path`: the input's when the container matches, else the
     container's default. An explicit `subtype` wins."""
     sf = _soundfile()
-    ext = path.suffix.lower().lstrip(".")
-    formats = {k.lower(): k for k in sf.available_formats()}
-    fmt = formats.get({"aif": "aiff", "oga": "ogg", "opus": "ogg"}.get(ext, ext))
+    fmt = container(path)
     if fmt is None:
-        raise InputError(f"unsupported output file type '.{ext}' for {path} (use e.g. .wav, .flac, .ogg, .aiff)")
+        raise InputError(f"unsupported output file type '{Path(path).suffix}' for {path} "
+                         f"(use e.g. .wav, .flac, .ogg, .aiff)")
     if subtype is None:
         # Keep the input's sample format whenever the new container can hold it (24-bit FLAC -> 24-bit WAV).
         if like is not None and sf.check_format(fmt, like.subtype):
             subtype = like.subtype
-        elif ext == "opus":
+        elif Path(path).suffix.lower() == ".opus":
             subtype = "OPUS"
         else:
             subtype = sf.default_subtype(fmt)
+    if subtype not in sf.available_subtypes():
+        raise InputError(f"unknown sample format {subtype!r}; e.g. PCM_16, PCM_24, FLOAT")
     if not sf.check_format(fmt, subtype):
         raise InputError(f"cannot write subtype {subtype} in a {fmt} file: {path}")
     return fmt, subtype
+
+
+def check_container(probe: Path, info: AudioInfo, fmt: str, subtype: str, shown: Path | None = None) -> None:
+    """Open `probe` for writing as (`fmt`, `subtype`) with `info`'s rate and channels; InputError naming what
+    the container refuses (libsndfile itself only says "Format not recognised")."""
+    sf = _soundfile()
+    try:
+        sf.SoundFile(str(probe), "w", samplerate=info.sample_rate, channels=info.channels, format=fmt,
+                     subtype=subtype).close()
+    except OSError:
+        raise
+    except Exception as e:
+        raise InputError(
+            f"cannot write {shown or probe}: a {fmt} ({subtype}) file cannot hold {info.channels} channel(s) at "
+            f"{info.sample_rate} Hz ({_one_line(e)}); choose another format, e.g. .wav or .flac"
+        ) from None
+
+
+def os_error_text(e: BaseException, path: Path | None = None) -> str:
+    """One line for an error from writing a file, naming a full disk as such."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if path is not None and "System error" in str(e):
+        # libsndfile reports a failed write(2) (a full disk, above all) as just "System error."
+        try:
+            if shutil.disk_usage(Path(path).parent).free < 16 * 2**20:
+                return "no space left on the device"
+        except OSError:
+            pass
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower() + (f": {e.filename}" if e.filename else "")
+    return _one_line(e)
 
 
 @contextlib.contextmanager

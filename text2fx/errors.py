@@ -19,3 +19,7 @@ class OutputError(Text2FXError):
 
 class ModelUnavailableError(Text2FXError):
     """A model file (CLAP checkpoint, tokenizer) is missing and cannot be downloaded."""
+
+
+class UsageError(InputError):
+    """A bad option, chain, prompt or output path: the call itself is wrong (the command exits 2)."""

@@ -8,16 +8,10 @@ not what the effects get tuned on.
 from __future__ import annotations
 
 import math
-from typing import Iterable
 
 import numpy as np
 
 _QUIET_RATIO = 1e-4  # -40 dB in energy
-
-
-def block_energies(blocks: Iterable[np.ndarray]) -> np.ndarray:
-    """Sum of squares (over channels and samples) of each `(channels, samples)` block."""
-    return np.array([float(np.square(b, dtype=np.float64).sum()) for b in blocks], dtype=np.float64)
 
 
 def choose_offsets(frames: int, window: int, energies: np.ndarray, block: int, count: int) -> list[int]:

@@ -1,6 +1,8 @@
 """The two Text2FX objectives, on L2-normalized CLAP embeddings.
 
-Both return one loss per batch item, in [0, 2]; lower is better.
+Both take embeddings of shape `(..., dim)` whose leading dimensions broadcast against each other (e.g.
+`(candidates, excerpts, dim)` processed audio against `(candidates, 1, dim)` texts) and return one loss per
+broadcast item, shape `(...)`, in [0, 2]; lower is better. The optimizer averages them over excerpts.
 """
 
 from __future__ import annotations
@@ -10,16 +12,21 @@ import torch.nn.functional as F
 
 LOSSES = ("cosine", "directional")
 
+# The directional loss of leaving the audio unchanged: the change is the zero vector, whose cosine with any
+# direction is taken as 0 (see `directional_loss`).
+UNCHANGED_DIRECTIONAL_LOSS = 1.0
+
 
 def cosine_loss(audio_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
     """`1 - cos(E_a(fx(x)), E_t(prompt))`.
 
     Args:
-        audio_emb: `(batch, dim)` embeddings of the processed audio.
-        text_emb: `(batch, dim)` or `(1, dim)` embeddings of the target text.
+        audio_emb: `(..., dim)` embeddings of the processed audio.
+        text_emb: `(..., dim)` embeddings of the target text, broadcastable against `audio_emb`
+            (e.g. `(1, dim)` for one text).
 
     Returns:
-        `(batch,)` losses.
+        `(...)` losses: the broadcast shape without `dim`.
     """
     return 1.0 - F.cosine_similarity(audio_emb, text_emb, dim=-1)
 
@@ -33,12 +40,13 @@ def directional_loss(
     anchor text to the target text.
 
     Args:
-        audio_emb: `(batch, dim)` embeddings of the processed audio.
-        input_emb: `(batch, dim)` embeddings of the unprocessed audio.
-        text_emb, anchor_emb: `(batch, dim)` or `(1, dim)` target and anchor text embeddings.
+        audio_emb: `(..., dim)` embeddings of the processed audio.
+        input_emb: `(..., dim)` embeddings of the unprocessed audio.
+        text_emb, anchor_emb: `(..., dim)` target and anchor text embeddings. All four broadcast together.
 
     Returns:
-        `(batch,)` losses. When the effects change nothing (`audio_emb == input_emb`) the direction is
-        undefined; the loss is then 1 (cosine of a zero vector taken as 0), with a finite gradient.
+        `(...)` losses. When the effects change nothing (`audio_emb == input_emb`) the direction is
+        undefined; the loss is then `UNCHANGED_DIRECTIONAL_LOSS` (1: cosine of a zero vector taken as 0), with
+        a finite gradient.
     """
     return 1.0 - F.cosine_similarity(audio_emb - input_emb, text_emb - anchor_emb, dim=-1)

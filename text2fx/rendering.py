@@ -15,13 +15,14 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import torch
 
 from text2fx import audio_io
 from text2fx.errors import OutputError
+from text2fx.inputs import ArraySource, FileSource, Source
 
 PEAK_CEILING_DB = -1.0
 PEAK_CEILING = 10.0 ** (PEAK_CEILING_DB / 20.0)
@@ -30,39 +31,10 @@ DEFAULT_CHUNK_SECONDS = 60.0
 _DEFAULT_TAIL_SECONDS = 2.0
 
 
-class Source(Protocol):
-    sample_rate: int
-    channels: int
-    frames: int
-
-    def read(self, start: int, frames: int) -> np.ndarray: ...
-
-
-class ArraySource:
-    """A `(channels, samples)` array as a source."""
-
-    def __init__(self, audio: np.ndarray, sample_rate: int):
-        self.audio = audio
-        self.sample_rate = int(sample_rate)
-        self.channels, self.frames = audio.shape
-
-    def read(self, start: int, frames: int) -> np.ndarray:
-        return self.audio[:, start : start + frames]
-
-
-class FileSource:
-    """An audio file as a source, read block by block."""
-
-    def __init__(self, info: audio_io.AudioInfo):
-        self.info = info
-        self.sample_rate, self.channels, self.frames = info.sample_rate, info.channels, info.frames
-
-    def read(self, start: int, frames: int) -> np.ndarray:
-        return audio_io.read(self.info.path, start, frames)
-
-
 def context_seconds(chain) -> float:
     """How much earlier audio the chain needs to process a chunk exactly: the sum of its effects' memories."""
+    if chain is None:
+        return 0.0
     total = 0.0
     for effect in chain:
         tail = getattr(effect, "tail_seconds", None)
@@ -79,7 +51,8 @@ def process_chunks(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
 ) -> float:
     """Process `source` through `chain` at `params` (`(P,)` unit space), handing each output chunk
-    `(channels, frames)` to `write` in order. Returns the output's peak absolute value."""
+    `(channels, frames)` to `write` in order. Returns the output's peak absolute value. `chain` None
+    passes the audio through untouched (a bypassed result)."""
     sr = source.sample_rate
     chunk = max(1, int(chunk_seconds * sr))
     context = int(math.ceil(context_seconds(chain) * sr))
@@ -90,7 +63,7 @@ def process_chunks(
             n = min(chunk, source.frames - start)
             pre = min(context, start)
             x = torch.from_numpy(np.ascontiguousarray(source.read(start - pre, n + pre))).to(device)
-            y = chain.process(x[None], sr, p)[0, :, pre:]
+            y = x[:, pre:] if chain is None else chain.process(x[None], sr, p)[0, :, pre:]
             y = y.cpu().numpy()
             if not np.isfinite(y).all():
                 raise FloatingPointError("effect chain produced NaN or Inf")
@@ -149,7 +122,7 @@ def render_file(
             for b in audio_io.iter_blocks(scratch, block):
                 w.write(b * gain if gain != 1.0 else b)
     except (OSError, RuntimeError) as e:  # disk full, folder gone, codec refusing the data
-        raise OutputError(f"cannot write {out_path}: {' '.join(str(e).split())}") from None
+        raise OutputError(f"cannot write {out_path}: {audio_io.os_error_text(e, out_path)}") from None
     finally:
         if scratch is not None:
             Path(scratch).unlink(missing_ok=True)

@@ -1,29 +1,19 @@
-"""What a run returns, and its JSON report (schema `text2fx.result/1`, in `text2fx/data/result.schema.json`).
+"""What a run returns: the processed audio (or where it was written), the settings and how they were found.
 
-The report holds the effect settings in physical units; `text2fx render` and `text2fx.render` read it back
-(they also accept the bare `chain` part on its own).
+Its JSON report is built, written and read back by `text2fx.report`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from text2fx import report as report_
 from text2fx.errors import InputError
-
-SCHEMA_ID = "text2fx.result/1"
-LEVEL_POLICY = "never clipped: scaled down to a -1 dBFS peak when louder, never scaled up"
-
-
-def schema() -> dict:
-    """The JSON Schema of the report."""
-    return json.loads((Path(__file__).parent / "data" / "result.schema.json").read_text())
 
 
 @dataclass
@@ -31,18 +21,25 @@ class Result:
     """One input processed toward one prompt.
 
     Attributes:
-        audio: `(channels, samples)` float32, at `sample_rate`, the whole input processed.
+        audio: `(channels, samples)` float32 at `sample_rate`, the whole input processed; None when the job
+            wrote it to a file (`output_path`).
         sample_rate: Hz, the input's.
         params: the chain and its settings in physical units (`fx.Chain.to_dict` format).
         units: per effect, each parameter's unit.
         prompt: the words asked for; `text` is what the text encoder saw; `anchor` the directional anchor.
-        history: loss at each optimization step.
-        similarity_before, similarity_after: cosine similarity of input / output audio to `text`.
+        history: loss at each optimization step of the kept candidate.
+        similarity_before, similarity_after: cosine similarity of input / output audio to `text`;
+            `similarity_after >= similarity_before` always (see `bypassed`).
+        bypassed: no settings found beat the unprocessed input, so the settings are neutral and the output
+            is the input (with the level policy applied).
         output_gain_db: gain the level policy applied (0 or negative).
         optimization: loss, steps, seed, learning rate... (see the report schema).
+        checkpoint, device: the embedder's weights and where it ran.
+        input: path (None for arrays), sample_rate, channels, frames of the input.
+        output_path: where the audio was written, if it was.
     """
 
-    audio: np.ndarray
+    audio: np.ndarray | None
     sample_rate: int
     params: dict
     units: list[dict]
@@ -58,65 +55,49 @@ class Result:
     device: str
     input: dict | None = None
     output_path: str | None = None
+    bypassed: bool = False
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def report(self) -> dict:
         """The JSON-ready report (schema `text2fx.result/1`)."""
-        from text2fx import __version__
-
-        return {
-            "schema": SCHEMA_ID,
-            "text2fx_version": __version__,
-            "created": self.created,
-            "chain": self.params,
-            "units": self.units,
-            "prompt": self.prompt,
-            "text": self.text,
-            "anchor": self.anchor,
-            "optimization": {**self.optimization, "history": [round(float(v), 6) for v in self.history]},
-            "clap": {"checkpoint": self.checkpoint, "device": self.device},
-            "similarity": {"before": self.similarity_before, "after": self.similarity_after},
-            "input": self.input,
-            "output": {"path": self.output_path, "gain_db": self.output_gain_db, "level_policy": LEVEL_POLICY},
-        }
+        return report_.to_json(self)
 
     def save_report(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
-        """Write the report as JSON, atomically."""
-        return write_json(Path(path), self.report(), overwrite=overwrite)
+        """Write the report as JSON, atomically; an existing file only with `overwrite`."""
+        from text2fx import outputs
 
+        path = Path(path)
+        outputs.check_target(path, [], overwrite)
+        outputs.check_writable(path)
+        return report_.write(path, self.report(), overwrite=overwrite)
 
-def write_json(path: Path, data: dict, overwrite: bool = False) -> Path:
-    from text2fx import audio_io
+    def save(self, path: str | os.PathLike, params: str | os.PathLike | None = None, *, subtype: str | None = None,
+             overwrite: bool = False) -> tuple[Path, Path]:
+        """Write the audio to `path` (format from its extension, e.g. .wav, .flac) and the report beside it
+        (`params`, default `path` with .json), both atomically, as the command does. Every check runs before
+        anything is written. Returns (audio path, report path)."""
+        from text2fx import audio_io, outputs
 
-    if path.exists() and not overwrite:
-        raise InputError(f"refusing to overwrite existing file {path} (pass overwrite / --overwrite)")
-    with audio_io.atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    return path
-
-
-def chain_params(params: Any, source: str = "params") -> dict:
-    """The chain dict from a report, a bare chain dict, or a path to a JSON file holding either.
-
-    Raises:
-        InputError: unreadable or malformed JSON, or no chain settings in it.
-    """
-    if isinstance(params, (str, os.PathLike)):
-        source = str(params)
+        if self.audio is None:
+            raise InputError("this result's audio was written to a file already "
+                             f"({self.output_path}); it holds no audio to save")
+        path = Path(path)
+        params_path = Path(params) if params is not None else path.with_suffix(".json")
+        inputs = [Path(self.input["path"])] if self.input and self.input.get("path") else []
+        if path.suffix.lower() == ".json" or path.absolute() == params_path.absolute():
+            raise InputError(f"output {path}: give an audio file name (e.g. .wav) distinct from the settings file")
+        like = audio_io.AudioInfo(path, self.sample_rate, self.audio.shape[0], self.audio.shape[1], "", "FLOAT")
+        for p in (path, params_path):
+            outputs.check_target(p, inputs, overwrite)
+        fmt, sub = audio_io.output_format(path, like, subtype)
+        outputs.check_writable(path, like, fmt, sub)
+        outputs.check_writable(params_path)
         try:
-            params = json.loads(Path(params).read_text())
-        except FileNotFoundError:
-            raise InputError(f"params file not found: {source}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"cannot read params file {source}: {e}") from None
-        except json.JSONDecodeError as e:
-            raise InputError(f"params file {source} is not valid JSON: {e}") from None
-    if not isinstance(params, dict):
-        raise InputError(f"{source}: expected a JSON object with effect settings")
-    if "schema" in params:
-        if params["schema"] != SCHEMA_ID:
-            raise InputError(f"{source}: unsupported report schema {params['schema']!r} (this version reads {SCHEMA_ID})")
-        params = params.get("chain")
-    if not isinstance(params, dict) or not isinstance(params.get("effects"), list):
-        raise InputError(f"{source}: no effect settings found (expected a report or a {{\"chain\", \"effects\"}} object)")
-    return params
+            audio_io.write(path, self.audio, self.sample_rate, fmt, sub)
+        except (OSError, RuntimeError) as e:
+            from text2fx.errors import OutputError
+
+            raise OutputError(f"cannot write {path}: {audio_io.os_error_text(e, path)}") from None
+        self.output_path = str(path)
+        report_.write(params_path, self.report(), overwrite=True)
+        return path, params_path

@@ -1,0 +1,94 @@
+"""The optimization loop's state: fixed device tensors updated in place.
+
+The parameters `z`, Adam's moments, the step counter, the loss history, the best loss / parameters / step of
+every candidate and the early-stop tracking all live in tensors allocated once. The step number is a device
+tensor too, so a step is the same sequence of kernels every time, with no read back to the host: a CUDA
+graph can record it once and replay it (see `graph`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+# `loss_of(u, step)`: `(C, P)` unit parameters and the `(1,)` step tensor -> `(C,)` losses (differentiable in u).
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class LoopState:
+    """Adam on `(C, P)` logits `z` (the chain sees `sigmoid(z)`), tracking each candidate's best iterate.
+
+    Args:
+        z0: `(C, P)` starting logits on the loop's device.
+        lr: Adam's learning rate.
+        steps: the most steps the loop runs (the history's length).
+        min_delta: the smallest loss decrease that counts as progress for the early stop.
+    """
+
+    def __init__(self, z0: torch.Tensor, lr: float, steps: int, min_delta: float):
+        device = z0.device
+        n_cand = z0.shape[0]
+        self.z0 = z0
+        self.min_delta = min_delta
+        self.z = z0.clone().requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.z], lr=lr, capturable=device.type == "cuda")
+        self.step_t = torch.zeros(1, dtype=torch.long, device=device)
+        self.history = torch.empty(steps, n_cand, device=device)  # loss of every candidate at every step
+        self.last_loss = torch.empty(n_cand, device=device)
+        self.best_loss = torch.empty(n_cand, device=device)
+        self.best_u = torch.empty_like(z0)  # unit parameters at each candidate's best step
+        self.best_step = torch.empty(n_cand, dtype=torch.long, device=device)
+        # The early stop: the last loss that improved on the one before by more than min_delta, and its step.
+        self.progress_loss = torch.empty(n_cand, device=device)
+        self.progress_step = torch.empty(n_cand, dtype=torch.long, device=device)
+        self.reset()
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Back to the start: `z = z0`, Adam's moments and step at zero, nothing recorded."""
+        self.z.copy_(self.z0)
+        for state in self.optimizer.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    value.zero_()
+        self.step_t.zero_()
+        self.best_loss.fill_(float("inf"))
+        self.best_u.copy_(torch.sigmoid(self.z0))
+        self.best_step.zero_()
+        self.progress_loss.fill_(float("inf"))
+        self.progress_step.zero_()
+
+    def step(self, loss_of: LossFn) -> None:
+        """One Adam step on every candidate. Device work only: nothing here waits for the device."""
+        self.optimizer.zero_grad(set_to_none=True)
+        u = torch.sigmoid(self.z)
+        loss = loss_of(u, self.step_t)
+        self._record(loss, u)
+        loss.sum().backward()
+        self.optimizer.step()
+        self.step_t.add_(1)
+
+    @torch.no_grad()
+    def _record(self, loss: torch.Tensor, u: torch.Tensor) -> None:
+        step_t = self.step_t
+        self.last_loss.copy_(loss)
+        self.history.index_copy_(0, step_t, loss[None])
+        better = loss < self.best_loss
+        self.best_loss.copy_(torch.where(better, loss, self.best_loss))
+        self.best_u.copy_(torch.where(better[:, None], u, self.best_u))
+        self.best_step.copy_(torch.where(better, step_t, self.best_step))
+        progressed = loss < self.progress_loss - self.min_delta
+        self.progress_loss.copy_(torch.where(progressed, loss, self.progress_loss))
+        self.progress_step.copy_(torch.where(progressed, step_t, self.progress_step))
+
+    # The two reads below wait for the device; the loop calls them only every `check_every` steps.
+
+    def losses_now(self) -> tuple[float, float]:
+        """The lowest loss over candidates at the last step, and the lowest so far."""
+        current, best = torch.stack([self.last_loss.min(), self.best_loss.min()]).tolist()
+        return current, best
+
+    def stalled(self, last_step: int, patience: int) -> bool:
+        """Whether no candidate has made progress in the `patience` steps up to step `last_step` (0-based)."""
+        return bool((last_step - self.progress_step >= patience).all())

@@ -1,0 +1,174 @@
+"""One job pipeline: inputs (arrays or files) x prompts x options -> results, in memory or written to files.
+
+Both doors use it: `Engine.apply` / `Engine.apply_files` and the `text2fx` command. A job is built and
+checked first (`array_job`, `file_job`: inputs, options, output paths, all without torch or a model), its
+inputs are then cut into the windows the optimizer hears (`Job.prepare`: NaN and silence refused), and
+`run` optimizes every (input, prompt) pair on a loaded engine and renders or writes each result.
+
+Pairs of inputs with the same window shape share optimization batches of at most `max_batch` clips.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from text2fx import inputs as inputs_
+from text2fx import outputs as outputs_
+from text2fx.options import JobOptions, OutputOptions
+
+ProgressFn = Callable[[int, int, float, float], None]
+
+
+@dataclass
+class Job:
+    """Checked inputs, options and (for a file job) output plans, ready to run.
+
+    Attributes:
+        sources: the inputs.
+        options: prompts, chain, recipe changes, seed, template, anchor.
+        plans: one `OutputPlan` per (input, prompt), input-major; None when results stay in memory.
+        single: one array and one prompt were given (the API then returns one `Result`, not a list).
+    """
+
+    sources: list
+    options: JobOptions
+    plans: list[outputs_.OutputPlan] | None = None
+    single: bool = False
+    prepared: list[inputs_.Prepared] | None = field(default=None, repr=False)
+    _prepared_for: tuple | None = field(default=None, repr=False)
+
+    def prepare(self, excerpts: int, window_s: float = inputs_.CLAP_WINDOW_S) -> list[inputs_.Prepared]:
+        """Check every input's samples and cut `excerpts` windows of `window_s` seconds (once per setting)."""
+        if self._prepared_for != (excerpts, window_s):
+            self.prepared = [inputs_.prepare(s, excerpts, window_s) for s in self.sources]
+            self._prepared_for = (excerpts, window_s)
+        return self.prepared
+
+    @property
+    def pairs(self) -> list[tuple[int, int]]:
+        """(input index, prompt index) of every result, input-major."""
+        return [(i, j) for i in range(len(self.sources)) for j in range(len(self.options.prompts))]
+
+
+def array_job(audio, sample_rate, options: JobOptions) -> Job:
+    """A job over arrays (one, or a list), results kept in memory."""
+    sources, single = inputs_.array_sources(audio, sample_rate)
+    return Job(sources, options, None, single and len(options.prompts) == 1)
+
+
+def file_job(paths: Sequence, options: JobOptions, output: OutputOptions) -> Job:
+    """A job over audio files, results written as files at planned, checked paths."""
+    sources = inputs_.file_sources(paths)
+    plans = outputs_.plan([s.info for s in sources], options.prompts, output)
+    return Job(sources, options, plans)
+
+
+@dataclass
+class _Target:
+    """One (input, prompt) pair after optimization."""
+
+    input: int
+    prompt: int
+    outcome: object
+    offsets_s: list[float]
+
+
+def _batch_progress(progress: ProgressFn | None, batch: int, batches: int, steps: int) -> ProgressFn | None:
+    """`progress` for the `batch`-th of `batches` batches run one after another: steps counted over all."""
+    if progress is None:
+        return None
+    return lambda step, _steps, loss, best: progress(batch * steps + step, batches * steps, loss, best)
+
+
+def _batches(job: Job, prepared, recipe, max_batch: int) -> list[tuple[int, list[tuple[int, int]]]]:
+    """(sample rate, pairs) batches: pairs whose inputs have windows of one shape, at most `max_batch` clips."""
+    groups: dict[tuple, list[int]] = {}
+    for i, prep in enumerate(prepared):
+        groups.setdefault((prep.source.sample_rate,) + prep.excerpts.shape, []).append(i)
+    per_candidate = 2 if recipe.loss == "best" else 1
+    batches = []
+    for (sr, n_exc, *_), members in groups.items():
+        pairs = [(i, j) for i in members for j in range(len(job.options.prompts))]
+        size = max(1, max_batch // (recipe.restarts * per_candidate * n_exc))
+        batches += [(sr, pairs[start : start + size]) for start in range(0, len(pairs), size)]
+    return batches
+
+
+def optimize(engine, job: Job, chain, recipe, progress: ProgressFn | None = None) -> list[_Target]:
+    """Optimize every pair of `job` on `engine`; one `_Target` per pair, input-major."""
+    import numpy as np
+    import torch
+
+    from text2fx.optimize import optimize as optimize_batch
+
+    options = job.options
+    texts, anchors = options.texts(), options.anchors()
+    embedder = engine.embedder
+    if hasattr(embedder, "check_texts"):
+        embedder.check_texts(texts + anchors)
+    emb = embedder.embed_text(texts + anchors)
+    text_emb, anchor_emb = emb[: len(texts)], emb[len(texts) :]
+    prepared = job.prepare(recipe.excerpts, embedder.window_samples / embedder.sample_rate)
+
+    batches = _batches(job, prepared, recipe, engine.max_batch)
+    if progress is not None:
+        progress(0, len(batches) * recipe.steps, math.nan, math.nan)
+    done: dict[tuple[int, int], _Target] = {}
+    for b, (sr, pairs) in enumerate(batches):
+        members = sorted({i for i, _ in pairs})
+        clips = torch.from_numpy(np.stack([prepared[i].excerpts for i in members])).to(engine.device)
+        outcomes = optimize_batch(
+            chain, embedder, clips, sr, [members.index(i) for i, _ in pairs],
+            text_emb[[j for _, j in pairs]], anchor_emb[[j for _, j in pairs]],
+            recipe, options.seed, _batch_progress(progress, b, len(batches), recipe.steps),
+            # keyed by the text, so a prompt gets the same random draws alone or in a batch
+            target_keys=[zlib.crc32(texts[j].encode()) for _, j in pairs],
+            cuda_graph=None if engine.cuda_graphs else False,
+        )
+        for (i, j), outcome in zip(pairs, outcomes):
+            offsets_s = [o / prepared[i].source.sample_rate for o in prepared[i].offsets]
+            done[i, j] = _Target(i, j, outcome, offsets_s)
+    return [done[pair] for pair in job.pairs]
+
+
+def run(engine, job: Job, progress: ProgressFn | None = None) -> list:
+    """Optimize, then render every pair: into `Result.audio`, or (file job) into its planned files, each
+    audio file followed by its report. Returns the `Result`s, input-major."""
+    import fx
+
+    from text2fx import rendering
+    from text2fx.recipe import resolve_preset
+    from text2fx.report import from_outcome, write
+
+    options = job.options
+    preset = resolve_preset(options.preset, engine.device)
+    recipe = options.recipe(preset)
+    chain = fx.Chain.from_spec(options.chain, seed=options.seed).to(engine.device)
+    targets = optimize(engine, job, chain, recipe, progress)
+
+    results = []
+    for t in targets:
+        source, outcome = job.sources[t.input], t.outcome
+        # A bypassed result is the input itself: no effect is run over it, not even at neutral settings.
+        render_chain = None if outcome.bypassed else chain
+        audio, path = None, None
+        if job.plans is None:
+            audio, gain = rendering.render_array(render_chain, outcome.params, source.audio, source.sample_rate,
+                                                 engine.device)
+        else:
+            plan = job.plans[t.input * len(options.prompts) + t.prompt]
+            plan.audio.parent.mkdir(parents=True, exist_ok=True)
+            gain = rendering.render_file(render_chain, outcome.params, source.info, plan.audio, plan.format,
+                                         plan.subtype, engine.device)
+            path = plan.audio
+        result = from_outcome(
+            engine, chain, outcome, recipe, preset, options, t.prompt, t.offsets_s, source, audio, gain,
+        )
+        if path is not None:
+            result.output_path = str(path)
+            write(plan.params, result.report(), overwrite=True)
+        results.append(result)
+    return results
