@@ -85,7 +85,7 @@ def speech_clip() -> np.ndarray | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    ap.add_argument("--device", choices=["cpu", "cuda", "mps"])
+    ap.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     ap.add_argument("--preset", choices=["auto", "default", "paper", "fast"], default="auto",
                     help="optimization recipe (default 'auto': 'default' on a GPU, 'fast' on a CPU)")
     ap.add_argument("--steps", type=int, help="override the preset's step count")
@@ -93,9 +93,13 @@ def main() -> int:
     ap.add_argument("--tokenizer", help="roberta-base tokenizer folder (else $TEXT2FX_CLAP_TOKENIZER, else downloaded)")
     args = ap.parse_args()
 
+    import soundfile as sf
+
     import text2fx
-    from text2fx import audio_io
     from text2fx.errors import Text2FXError
+    from text2fx.outputs import slug
+    from text2fx.recipe import resolve_preset
+    from text2fx.report import BYPASS_NOTE
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,15 +110,13 @@ def main() -> int:
     else:
         print("espeak-ng not found: speech clip skipped (apt-get install espeak-ng to add it)")
     for name, audio in clips.items():
-        audio_io.write(out / f"{name}.input.wav", audio, SR, "WAV", "PCM_16")
+        sf.write(out / f"{name}.input.wav", audio.T, SR, subtype="PCM_16")
 
     try:
         engine = text2fx.Engine(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=args.device)
     except Text2FXError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 1
-    from text2fx.optimize import resolve_preset
-
     preset = resolve_preset(args.preset, engine.device)
     print(f"CLAP: {engine.embedder.name} on {engine.device}; preset '{preset}'")
     known = {(row["chain"], row["prompt"]) for row in paper_prompts()}
@@ -127,24 +129,18 @@ def main() -> int:
             started = time.perf_counter()
             results = engine.apply(audio, SR, prompts, chain=chain, preset=preset, steps=args.steps)
             for r in results:
-                stem = f"{clip_name}.{chain.replace(',', '+')}.{text2fx_slug(r.prompt)}"
-                audio_io.write(out / f"{stem}.wav", r.audio, SR, "WAV", "PCM_16")
-                r.output_path = str(out / f"{stem}.wav")
-                r.save_report(out / f"{stem}.json", overwrite=True)
+                stem = f"{clip_name}.{chain.replace(',', '+')}.{slug(r.prompt)}"
+                r.save(out / f"{stem}.wav", subtype="PCM_16", overwrite=True)
                 lines.append(f"{clip_name}\t{chain}\t{r.prompt}\t{r.similarity_before:.4f}\t"
                              f"{r.similarity_after:.4f}\t{stem}.wav")
                 print(f"{clip_name:<7} {chain:<10} {r.prompt[:48]:<48} CLAP sim "
                       f"{r.similarity_before:+.3f} -> {r.similarity_after:+.3f}")
+                if r.bypassed:
+                    print(f"        {BYPASS_NOTE}")
             print(f"  ({time.perf_counter() - started:.1f} s for {len(prompts)} prompts, batched)")
     (out / "summary.tsv").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}/ (inputs, outputs, settings JSON, summary.tsv)")
     return 0
-
-
-def text2fx_slug(text: str) -> str:
-    from text2fx.cli import slug
-
-    return slug(text)
 
 
 if __name__ == "__main__":

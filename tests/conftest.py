@@ -3,6 +3,10 @@
 `clap_checkpoint` is a randomly initialised HTSAT-tiny CLAP saved in laion-clap's released format (~600 MB
 in a temporary folder, built once per session); `clap_tokenizer_dir` is a small byte-level BPE tokenizer.
 Both are built by `text2fx.testing`, which benchmarks use too.
+
+Every test that needs the CLAP model (its code, files or weights) is marked `clap`, here rather than by hand:
+those using a CLAP fixture and those in the CLAP modules. `pytest -m "not clap"` runs the rest (fx, the
+optimizer, the options layer, the pipeline on the cheap test embedder) on their own.
 """
 
 from __future__ import annotations
@@ -12,6 +16,15 @@ from pathlib import Path
 import pytest
 
 from text2fx.testing import make_random_clap_checkpoint, make_test_tokenizer
+
+CLAP_FIXTURES = {"clap_checkpoint", "clap_tokenizer_dir", "clap_embedder", "cuda_clap_embedder"}
+CLAP_MODULES = {"test_clap.py", "test_clap_equivalence.py", "test_clap_files.py", "test_htsat_frontend.py"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in CLAP_MODULES or CLAP_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.clap)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
     import text2fx
     engine = text2fx.Engine()                       # loads CLAP once; keep it around
     result = engine.apply(audio, 48000, "warm and bright", chain="eq,reverb")
+    result.save("vocal.warm.wav")                   # audio + its settings (vocal.warm.json), as the command writes
     again = text2fx.render(other_audio, 44100, result.report())
+    engine.apply_files(["a.wav", "b.wav"], ["dark", "airy"], output="out/")   # the command's file job
 
 Importing this package is cheap: torch and the models load on first use.
 """
@@ -12,13 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from text2fx.version import __version__
 
-__all__ = ["Engine", "Result", "Recipe", "PRESETS", "apply", "render", "Text2FXError", "__version__"]
+__all__ = ["Engine", "Result", "Recipe", "PRESETS", "apply", "render", "Text2FXError", "InputError", "UsageError",
+           "__version__"]
 
 if TYPE_CHECKING:
     from text2fx.engine import Engine, render
-    from text2fx.errors import Text2FXError
+    from text2fx.errors import InputError, Text2FXError, UsageError
     from text2fx.recipe import PRESETS, Recipe
     from text2fx.result import Result
 
@@ -29,6 +32,8 @@ _LAZY = {
     "Recipe": "text2fx.recipe",
     "PRESETS": "text2fx.recipe",
     "Text2FXError": "text2fx.errors",
+    "InputError": "text2fx.errors",
+    "UsageError": "text2fx.errors",
 }
 
 
