@@ -2,8 +2,11 @@
 
 Effects are ``torch.nn.Module`` objects over stateless functions (:mod:`fx.functional`),
 processing ``(batch, channels, samples)`` audio at 8-192 kHz with physical parameters
-described by :class:`ParamSpec`.  :class:`Chain` runs an ordered list of them from one
-unit-space parameter vector and exports/imports settings as plain dicts.  A chain of linear
+described by :class:`ParamSpec`; the base class :class:`Effect` validates the inputs and
+batches the parameters, a subclass supplies the DSP (``_process``).  :class:`Chain` runs an
+ordered list of them from one unit-space parameter vector, holds its own settings
+(``chain(audio, sample_rate)``, ``chain.settings``, ``chain.set_settings``) and
+exports/imports them as plain dicts (``to_dict`` / ``from_dict``).  A chain of linear
 effects (``eq``, ``reverb``, ``gain``: ``Effect.linear``) runs as one product of frequency
 responses, and ``Chain.process(..., mono=True)`` gives just the channel mean.
 

@@ -4,6 +4,12 @@ Parameter vector: the concatenation, in chain order, of each effect's parameters
 ``param_specs`` order; every entry in ``[0, 1]`` (``ParamSpec.to_physical`` maps it to
 physical units).  ``Chain.param_specs`` lists ``(effect index, ParamSpec)`` in vector order.
 
+A chain carries its settings (as Spotify's pedalboard plugins do): one such vector,
+``Chain.settings`` (``(num_params,)`` float64, set by ``Chain.set_settings``; neutral for a
+chain built by ``from_spec``, the dict's values for one built by ``from_dict``).
+``chain(audio, sample_rate)`` processes with them; ``chain(audio, sample_rate, params)`` with
+an explicit ``(batch, num_params)`` vector instead (what the optimizer does).
+
 Exported dict (``Chain.to_dict`` / ``Chain.from_dict``), JSON-compatible, physical units::
 
     {
@@ -17,8 +23,9 @@ Exported dict (``Chain.to_dict`` / ``Chain.from_dict``), JSON-compatible, physic
 
 Every parameter of every effect must be present, with no extra keys, as a finite number
 inside its ``[min, max]``.  Values are written rounded to 12 significant digits, so
-``to_dict(from_dict(d)) == d`` holds exactly for every dict written by ``to_dict`` (and
-for any dict whose values have at most 12 significant digits).
+``Chain.from_dict(d).to_dict() == d`` holds exactly for every dict written by ``to_dict``
+(and for any dict whose values have at most 12 significant digits): the settings are kept
+in float64.
 """
 
 from __future__ import annotations
@@ -43,12 +50,15 @@ def _round(x: float) -> float:
 
 
 class Chain(torch.nn.Module):
-    """Ordered effects (any order, repeats allowed); behaves like a list.
+    """Ordered effects (any order, repeats allowed) and their settings; behaves like a list.
 
     Args:
         effects: the effects, in processing order.
         seed: the chain's seed as recorded by :meth:`to_dict` when no effect carries a
             seed of its own (effects with a ``seed`` attribute define it otherwise).
+
+    The chain starts with neutral settings (:meth:`neutral_unit`); :meth:`append` adds the new
+    effect's neutral settings, and a slice ``chain[i:j]`` keeps its effects' settings.
     """
 
     def __init__(self, effects: Sequence[Effect] = (), seed: int = 0):
@@ -58,6 +68,9 @@ class Chain(torch.nn.Module):
                 raise ValueError(f"Chain items must be fx.Effect instances, got {type(e).__name__}")
         self.effects = torch.nn.ModuleList(effects)
         self._seed = int(seed)
+        # A plain CPU float64 tensor rather than a buffer: Module.to(dtype) would round a buffer to float32
+        # and break the exact dict round trip; process() casts it to the audio's device and dtype.
+        self._settings = self.neutral_unit(torch.float64)
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0) -> "Chain":
@@ -80,14 +93,53 @@ class Chain(torch.nn.Module):
 
     def __getitem__(self, i: int | slice) -> Effect | "Chain":
         if isinstance(i, slice):
-            return Chain(list(self.effects)[i], seed=self._seed)
+            starts = [0]
+            for e in self.effects:
+                starts.append(starts[-1] + e.num_params)
+            picked = range(len(self.effects))[i]
+            sub = Chain([self.effects[k] for k in picked], seed=self._seed)
+            if len(picked):
+                sub._settings = torch.cat([self._settings[starts[k] : starts[k + 1]] for k in picked])
+            return sub
         return self.effects[i]
 
     def append(self, effect: Effect) -> "Chain":
+        """Add ``effect`` at the end, with its neutral settings; returns the chain."""
         if not isinstance(effect, Effect):
             raise ValueError(f"Chain items must be fx.Effect instances, got {type(effect).__name__}")
         self.effects.append(effect)
+        neutral = torch.tensor([s.neutral_unit for s in effect.param_specs], dtype=torch.float64)
+        self._settings = torch.cat([self._settings, neutral])
         return self
+
+    # -- settings -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Tensor:
+        """The stored settings: a ``(num_params,)`` float64 CPU unit vector (a copy; change them with
+        :meth:`set_settings`)."""
+        return self._settings.clone()
+
+    def set_settings(self, unit: Tensor | Sequence[float]) -> "Chain":
+        """Store new settings: ``(num_params,)`` (or ``(1, num_params)``) unit-space values, kept as float64
+        on the CPU and clamped to ``[0, 1]``.  ``ValueError`` for another shape or NaN/Inf.  Returns the chain."""
+        u = torch.as_tensor(unit).detach().to("cpu", torch.float64)
+        if u.ndim == 2 and u.shape[0] == 1:
+            u = u[0]
+        if u.shape != (self.num_params,):
+            raise ValueError(
+                f"settings must have shape ({self.num_params},) for chain {self.spec!r}, got {tuple(u.shape)}"
+            )
+        if not bool(torch.isfinite(u).all()):
+            raise ValueError("settings contain NaN or Inf")
+        self._settings = u.clamp(0.0, 1.0)
+        return self
+
+    def physical_settings(self, params: Tensor | None = None) -> list[dict[str, float]]:
+        """The settings in physical units, one ``{name: value}`` dict per effect in chain order: the
+        ``"params"`` entries of :meth:`to_dict` (same rounding).  ``params``: a unit vector to describe
+        instead of the stored settings."""
+        return [e["params"] for e in self.to_dict(params)["effects"]]
 
     # -- description ----------------------------------------------------------------------
 
@@ -140,7 +192,12 @@ class Chain(torch.nn.Module):
         return len(self.effects) > 0 and all(e.linear for e in self.effects)
 
     def process(
-        self, audio: Tensor, sample_rate: float, params: Tensor, validate: bool = True, mono: bool = False
+        self,
+        audio: Tensor,
+        sample_rate: float,
+        params: Tensor | None = None,
+        validate: bool = True,
+        mono: bool = False,
     ) -> Tensor:
         """Run the chain.
 
@@ -155,7 +212,8 @@ class Chain(torch.nn.Module):
             sample_rate: Hz, in ``[8000, 192000]``.
             params: ``(batch, num_params)`` (or ``(num_params,)`` for batch 1) in unit space;
                 values outside ``[0, 1]`` are clamped (zero gradient outside).  Cast to the
-                audio's device and dtype.
+                audio's device and dtype.  ``None``: the stored :attr:`settings`, for every
+                item of the audio batch.
             validate: check ``params`` for NaN/Inf (``ValueError``); costs one host sync,
                 so a hot loop may pass ``False`` once its inputs are known to be good.
                 Shape and sample-rate checks always run (no sync).
@@ -168,6 +226,8 @@ class Chain(torch.nn.Module):
         """
         check_audio(audio)
         check_sample_rate(sample_rate)
+        if params is None:
+            params = self._settings[None].expand(audio.shape[0], -1)
         if not isinstance(params, Tensor):
             raise ValueError(f"params must be a torch.Tensor, got {type(params).__name__}")
         if params.ndim == 1:
@@ -228,16 +288,23 @@ class Chain(torch.nn.Module):
         return torch.fft.irfft(out, n=n_fft)[..., :samples]
 
     def forward(
-        self, audio: Tensor, sample_rate: float, params: Tensor, validate: bool = True, mono: bool = False
+        self,
+        audio: Tensor,
+        sample_rate: float,
+        params: Tensor | None = None,
+        validate: bool = True,
+        mono: bool = False,
     ) -> Tensor:
         return self.process(audio, sample_rate, params, validate, mono)
 
     # -- export / import ------------------------------------------------------------------
 
-    def to_dict(self, params: Tensor) -> dict:
-        """``params`` ``(num_params,)`` (or ``(1, num_params)``) unit vector -> plain dict in
-        physical units (format in the module docstring).  Values are clamped to ``[0, 1]``
-        first, as :meth:`process` does."""
+    def to_dict(self, params: Tensor | None = None) -> dict:
+        """The stored settings, or ``params`` ``(num_params,)`` (or ``(1, num_params)``) unit vector,
+        as a plain dict in physical units (format in the module docstring).  Values are clamped
+        to ``[0, 1]`` first, as :meth:`process` does."""
+        if params is None:
+            params = self._settings
         u = torch.as_tensor(params).detach().to("cpu", torch.float64).reshape(-1)
         if u.shape[0] != self.num_params:
             raise ValueError(f"expected {self.num_params} params for chain {self.spec!r}, got {tuple(params.shape)}")
@@ -266,12 +333,12 @@ class Chain(torch.nn.Module):
             raise ValueError(f"unknown keys in params dict: {sorted(extra)}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> tuple["Chain", Tensor]:
-        """Rebuild the chain and its ``(num_params,)`` float64 unit vector from a dict
-        written by :meth:`to_dict` (float64 keeps the round trip exact; cast for processing)."""
+    def from_dict(cls, d: dict) -> "Chain":
+        """Rebuild the chain from a dict written by :meth:`to_dict`, holding the dict's values as its
+        :attr:`settings` (float64, so ``from_dict(d).to_dict() == d``)."""
         cls._check_dict(d)
         chain = cls.from_spec(d["chain"], seed=d.get("seed", 0))
-        return chain, chain.params_from_dict(d)
+        return chain.set_settings(chain.params_from_dict(d))
 
     def params_from_dict(self, d: dict) -> Tensor:
         """Unit vector ``(num_params,)`` float64 from a dict for *this* chain; ``ValueError``

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from torch import Tensor
 
 from . import functional as F
-from .effect import Effect, check_audio, check_sample_rate, register_effect
+from .effect import Effect, register_effect
 from .params import ParamSpec
 
 __all__ = ["Distortion"]
@@ -25,8 +23,5 @@ class Distortion(Effect):
         ParamSpec("mix", "%", 0.0, 100.0, "linear", 0.0, "share of the shaped signal"),
     )
 
-    def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
-        check_audio(audio)
-        check_sample_rate(sample_rate)
-        p = self.batch_params(params, audio.shape[0], audio)
-        return F.distortion(audio, p["drive_db"], p["mix"])
+    def _process(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor]) -> Tensor:
+        return F.distortion(audio, params["drive_db"], params["mix"])

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from torch import Tensor
 
 from . import functional as F
-from .effect import Effect, check_audio, check_sample_rate, register_effect
+from .effect import Effect, register_effect
 from .params import ParamSpec
 
 __all__ = ["Compressor"]
@@ -30,10 +28,5 @@ class Compressor(Effect):
         ParamSpec("makeup_gain_db", "dB", 0.0, 24.0, "linear", 0.0, "gain after compression"),
     )
 
-    def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
-        check_audio(audio)
-        check_sample_rate(sample_rate)
-        p = self.batch_params(params, audio.shape[0], audio)
-        return F.compressor(
-            audio, sample_rate, p["threshold_db"], p["ratio"], p["attack_ms"], p["release_ms"], p["makeup_gain_db"]
-        )
+    def _process(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor]) -> Tensor:
+        return F.compressor(audio, sample_rate, **params)

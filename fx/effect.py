@@ -1,11 +1,21 @@
 """Effect base class, input validation and the effect registry.
 
-An :class:`Effect` is a thin ``torch.nn.Module`` over a stateless function of
+An :class:`Effect` is a thin ``torch.nn.Module`` over stateless functions of
 :mod:`fx.functional`.  It declares its parameters as a tuple of :class:`~fx.params.ParamSpec`
 and processes ``(batch, channels, samples)`` audio with a dict of *physical* parameter
-values, each a ``(batch,)`` tensor.
+values, each a ``(batch,)`` tensor or a float.
+
+The base class owns the pipeline: :meth:`Effect.process` (and ``forward``) checks the audio
+(:func:`check_audio`) and the sample rate (:func:`check_sample_rate`), checks, clamps and
+broadcasts the parameters (:meth:`Effect.batch_params`) once, then calls the subclass's DSP
+hook ``_process(audio, sample_rate, params)`` with every parameter a ``(batch,)`` tensor on
+the audio's device and dtype.  A linear effect implements ``_frequency_response`` the same way.
 
 Registering your own differentiable effect::
+
+    import math
+
+    import torch
 
     import fx
 
@@ -14,10 +24,8 @@ Registering your own differentiable effect::
         type_name = "tremolo"
         param_specs = (fx.ParamSpec("depth", "", 0.0, 1.0, "linear", 0.0),)
 
-        def process(self, audio, sample_rate, params):
-            fx.check_audio(audio)
-            fx.check_sample_rate(sample_rate)
-            t = torch.arange(audio.shape[-1], device=audio.device) / sample_rate
+        def _process(self, audio, sample_rate, params):
+            t = torch.arange(audio.shape[-1], device=audio.device, dtype=audio.dtype) / sample_rate
             depth = params["depth"].view(-1, 1, 1)
             return audio * (1 - depth * 0.5 * (1 - torch.cos(2 * math.pi * 5 * t)))
 
@@ -87,7 +95,8 @@ class Effect(torch.nn.Module):
     """Base class of all effects.
 
     Subclasses set ``type_name`` (registry key) and ``param_specs`` (class or instance
-    attribute) and implement :meth:`process`.  ``forward`` is ``process``.
+    attribute) and implement the DSP hook :meth:`_process`; the base :meth:`process` (``forward``)
+    validates the inputs and batches the parameters before calling it.
 
     ``tail_seconds`` is the effect's memory: how far back (s) input still shapes the output (reverb length,
     filter ring-out, envelope release). Chunked rendering feeds each chunk that much earlier audio, so its
@@ -98,8 +107,8 @@ class Effect(torch.nn.Module):
     Off by default, so an effect must opt in.
 
     ``linear`` says the effect is linear and time-invariant for given parameters and implements
-    :meth:`response_length` and :meth:`frequency_response`: a :class:`~fx.Chain` of such effects then runs as
-    one multiplication of spectra (one forward and one inverse FFT for the whole chain).
+    :meth:`response_length` and :meth:`_frequency_response`: a :class:`~fx.Chain` of such effects then runs
+    as one multiplication of spectra (one forward and one inverse FFT for the whole chain).
     """
 
     type_name: ClassVar[str]
@@ -108,21 +117,38 @@ class Effect(torch.nn.Module):
     graph_safe: bool = False
     linear: bool = False
 
-    def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
-        """Apply the effect.
+    def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor | float]) -> Tensor:
+        """Apply the effect: validate, batch the parameters, then run :meth:`_process`.
 
         Args:
-            audio: ``(batch, channels, samples)``.
+            audio: ``(batch, channels, samples)`` float32/float64, on any device.
             sample_rate: Hz, in ``[8000, 192000]``.
-            params: physical value per parameter name, each ``(batch,)`` (floats broadcast).
+            params: physical value per parameter name, each ``(batch,)``, ``(1,)`` or a float
+                (broadcast); clamped to the parameter's ``[min, max]``.
 
         Returns:
-            ``(batch, channels, samples)``.
-        """
-        raise NotImplementedError(f"{type(self).__name__} must implement process()")
+            ``(batch, channels, samples)``, differentiable in ``audio`` and every parameter.
 
-    def forward(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
+        Raises:
+            ValueError: bad audio, sample rate, missing parameter or parameter batch.
+        """
+        return self._process(audio, sample_rate, self._prepare(audio, sample_rate, params))
+
+    def forward(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor | float]) -> Tensor:
         return self.process(audio, sample_rate, params)
+
+    def _process(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor]) -> Tensor:
+        """The DSP, for subclasses: inputs already validated, every parameter a clamped ``(batch,)`` tensor
+        on the audio's device and dtype.  Returns ``(batch, channels, samples)``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _process()")
+
+    def _prepare(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor | float]) -> dict[str, Tensor]:
+        # The one place where an effect's inputs are checked: no host synchronisation.
+        check_audio(audio)
+        check_sample_rate(sample_rate)
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{self.type_name}: params must be a dict of physical values, got {type(params).__name__}")
+        return self.batch_params(params, audio.shape[0], audio)
 
     def response_length(self, sample_rate: float, samples: int) -> int:
         """For a ``linear`` effect: how many samples of its impulse response reach the first ``samples``
@@ -130,11 +156,13 @@ class Effect(torch.nn.Module):
         raise NotImplementedError(f"{type(self).__name__} is not a linear effect")
 
     def frequency_response(
-        self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor], n_fft: int
+        self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor | float], n_fft: int
     ) -> Tensor:
         """For a ``linear`` effect: the complex response ``H`` on the ``rfft`` grid of length ``n_fft`` such that
         ``irfft(rfft(audio, n_fft) * H, n_fft)[..., :samples]`` is ``process(audio, ...)`` whenever
         ``n_fft >= samples + response_length(sample_rate, samples) - 1``.
+
+        Validates and batches like :meth:`process`, then runs :meth:`_frequency_response`.
 
         Args:
             audio: ``(batch, channels, samples)``; only its shape, device and dtype are used.
@@ -144,8 +172,14 @@ class Effect(torch.nn.Module):
 
         Returns:
             ``(batch, channels, n_fft // 2 + 1)`` complex, or ``(batch, 1, n_fft // 2 + 1)`` when every
-            channel gets the same filter.
+            channel gets the same filter; on the audio's device, differentiable in every parameter.
         """
+        if not self.linear:
+            raise NotImplementedError(f"{type(self).__name__} is not a linear effect")
+        return self._frequency_response(audio, sample_rate, self._prepare(audio, sample_rate, params), n_fft)
+
+    def _frequency_response(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor], n_fft: int) -> Tensor:
+        """The response of a ``linear`` effect, for subclasses: inputs as for :meth:`_process`."""
         raise NotImplementedError(f"{type(self).__name__} is not a linear effect")
 
     @property

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from . import functional as F
-from .effect import Effect, check_audio, check_sample_rate, register_effect
+from .effect import Effect, check_sample_rate, register_effect
 from .params import ParamSpec
 
 __all__ = ["ParametricEQ", "eq_frequency_response"]
@@ -75,22 +75,14 @@ class ParametricEQ(Effect):
     linear = True
     param_specs = _eq_specs()
 
-    def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
-        check_audio(audio)
-        check_sample_rate(sample_rate)
-        p = self.batch_params(params, audio.shape[0], audio)
-        return F.parametric_eq(audio, sample_rate, **p)
+    def _process(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor]) -> Tensor:
+        return F.parametric_eq(audio, sample_rate, **params)
 
     def response_length(self, sample_rate: float, samples: int) -> int:
         return int(F.EQ_RESPONSE_SECONDS * sample_rate)
 
-    def frequency_response(
-        self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor], n_fft: int
-    ) -> Tensor:
-        check_audio(audio)
-        check_sample_rate(sample_rate)
-        p = self.batch_params(params, audio.shape[0], audio)
-        return F.eq_response(n_fft, sample_rate, audio.dtype, **p)[:, None, :]
+    def _frequency_response(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor], n_fft: int) -> Tensor:
+        return F.eq_response(n_fft, sample_rate, audio.dtype, **params)[:, None, :]
 
 
 def eq_frequency_response(

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from . import functional as F
-from .effect import Effect, check_audio, check_sample_rate, register_effect
+from .effect import Effect, check_sample_rate, register_effect
 from .params import ParamSpec
 
 __all__ = ["NoiseReverb"]
@@ -130,22 +130,18 @@ class NoiseReverb(Effect):
         gains = torch.stack([p[f"band{k}_gain_db"] for k in range(self.num_bands)], dim=1)
         return rt60, gains
 
-    def process(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> Tensor:
+    def _process(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor]) -> Tensor:
         return F.noise_reverb(audio, sample_rate, *self._functional_args(audio, sample_rate, params))
 
     def response_length(self, sample_rate: float, samples: int) -> int:
         return F.reverb_response_length(samples, self.ir_length(sample_rate), MAX_PREDELAY_MS / 1000.0, sample_rate)
 
-    def frequency_response(
-        self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor], n_fft: int
-    ) -> Tensor:
+    def _frequency_response(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor], n_fft: int) -> Tensor:
         args = self._functional_args(audio, sample_rate, params)
         return F.reverb_response(n_fft, audio.shape[-1], sample_rate, *args)
 
-    def _functional_args(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor]) -> tuple:
-        check_audio(audio)
-        check_sample_rate(sample_rate)
-        p = self.batch_params(params, audio.shape[0], audio)
+    def _functional_args(self, audio: Tensor, sample_rate: float, p: dict[str, Tensor]) -> tuple:
+        # The arguments shared by F.noise_reverb and F.reverb_response, from batched physical parameters.
         rt60, gains = self._split(p)
         noise = self.band_noise(sample_rate, audio.shape[1], audio.device, audio.dtype)
         return noise, rt60, gains, p["predelay_ms"] / 1000.0, p["mix"], self.ir_length(sample_rate), MAX_PREDELAY_MS / 1000.0

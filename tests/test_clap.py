@@ -48,14 +48,16 @@ def test_model_code_loads_without_laion_clap_package_inits() -> None:
     code = (
         "import sys; from text2fx.clap import clap_module; m = clap_module(); "
         "print(m.__name__, m.model.CLAP.__module__, m.htsat.__name__, (m.config_dir / 'HTSAT-tiny.json').is_file()); "
-        "print(' '.join(sorted(k for k in sys.modules if 'laion_clap' in k)))"
+        "print(' '.join(sorted(k for k in sys.modules if 'laion_clap' in k or k.startswith('text2fx.clap._laion'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    names, loaded = out.stdout.strip().splitlines()
+    names, loaded = out.stdout.splitlines()
     private = "text2fx.clap._laion"
     assert names == f"{private} {private}.model {private}.htsat True"
-    assert all(m.startswith(private) for m in loaded.split())
-    assert not {f"{private}.{m}" for m in ("loss", "tokenizer", "factory", "transform", "openai")} & set(loaded.split())
+    loaded = set(loaded.split())
+    assert {private, f"{private}.model", f"{private}.htsat"} <= loaded  # the listing sees the private package
+    assert all(m.startswith(private) for m in loaded)  # and nothing of the real laion_clap package
+    assert not {f"{private}.{m}" for m in ("loss", "tokenizer", "factory", "transform", "openai")} & loaded
 
 
 def test_model_code_objects_unpickle_in_a_fresh_process() -> None:
@@ -101,19 +103,19 @@ def test_stereo_is_downmixed_to_the_channel_mean(clap_embedder: ClapEmbedder) ->
 
 
 @pytest.mark.parametrize(
-    "audio, sample_rate, offsets",
+    "audio, sample_rate, offsets, match",
     [
-        (torch.zeros(1, 600000), SR, None),  # missing channel axis
-        (torch.zeros(1, 1, 0), SR, None),
-        (torch.zeros(1, 1, 1000, dtype=torch.int16), SR, None),
-        (torch.zeros(1, 1, 1000), 0, None),
-        (torch.zeros(2, 1, 600000), SR, [0]),  # one offset for two items
-        (torch.zeros(1, 1, 600000), SR, [120001]),  # past the end
-        (torch.zeros(1, 1, 600000), SR, [-1]),
+        (torch.zeros(1, 600000), SR, None, r"\(batch, channels, samples\) tensor, got \(1, 600000\)"),  # no channel axis
+        (torch.zeros(1, 1, 0), SR, None, r"non-empty .* got \(1, 1, 0\)"),
+        (torch.zeros(1, 1, 1000, dtype=torch.int16), SR, None, "floating-point tensor, got torch.int16"),
+        (torch.zeros(1, 1, 1000), 0, None, "sample rate must be a positive integer"),
+        (torch.zeros(2, 1, 600000), SR, [0], "offsets must be 2 integer sample positions"),  # one offset, two items
+        (torch.zeros(1, 1, 600000), SR, [120001], r"lie in \[0, 120000\] samples .* got \[120001\]"),  # past the end
+        (torch.zeros(1, 1, 600000), SR, [-1], r"lie in \[0, 120000\] samples .* got \[-1\]"),
     ],
 )
-def test_bad_audio_input_is_an_input_error(clap_embedder: ClapEmbedder, audio, sample_rate, offsets) -> None:
-    with pytest.raises(InputError):
+def test_bad_audio_input_is_an_input_error(clap_embedder: ClapEmbedder, audio, sample_rate, offsets, match) -> None:
+    with pytest.raises(InputError, match=match):
         clap_embedder.model_input(audio, sample_rate, offsets)
 
 
@@ -144,7 +146,8 @@ def test_text_is_encoded_once_per_string(clap_embedder: ClapEmbedder, monkeypatc
     tokenizer = clap_embedder._tokenizer
 
     def spy(texts, **kwargs):
-        calls.append(list(texts))
+        if kwargs.get("padding") == "max_length":  # an encoding call, not check_texts' counting
+            calls.append(list(texts))
         return tokenizer(texts, **kwargs)
 
     monkeypatch.setattr(clap_embedder, "_tokenizer", spy)
@@ -160,10 +163,70 @@ def test_text_is_encoded_once_per_string(clap_embedder: ClapEmbedder, monkeypatc
 def test_text_embedding_does_not_depend_on_the_batch(clap_embedder: ClapEmbedder, clap_checkpoint, clap_tokenizer_dir) -> None:
     other = ClapEmbedder(clap_checkpoint, clap_tokenizer_dir, device="cpu")  # empty cache
     alone = other.embed_text(["thin and harsh"])
-    in_batch = clap_embedder.embed_text(["smooth", "thin and harsh", "a very long prompt " * 30])
+    longest = _longest_prompt(clap_embedder, "a very long prompt ")  # padding differs most from the short one
+    in_batch = clap_embedder.embed_text(["smooth", "thin and harsh", longest])
     assert torch.allclose(alone[0], in_batch[1], atol=1e-5)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="embed_text takes a list of strings"):
         clap_embedder.embed_text("not a list")
+
+
+def _token_count(embedder: ClapEmbedder, text: str) -> int:
+    return len(embedder._tokenizer(text)["input_ids"])
+
+
+def _longest_prompt(embedder: ClapEmbedder, phrase: str) -> str:
+    """`phrase` repeated as often as fits in CLAP's 77 tokens (start and end tokens included)."""
+    text = phrase
+    while _token_count(embedder, text + phrase) <= 77:
+        text += phrase
+    return text
+
+
+def test_prompts_longer_than_77_tokens_are_refused(clap_embedder: ClapEmbedder) -> None:
+    fits = _longest_prompt(clap_embedder, "this sound is warm ")
+    too_long = fits + "this sound is warm "  # one phrase more than fits
+    assert _token_count(clap_embedder, fits) <= 77 < _token_count(clap_embedder, too_long)
+    clap_embedder.check_texts([fits, "warm"])
+    assert clap_embedder.embed_text([fits]).shape == (1, 512)
+    n = _token_count(clap_embedder, too_long)
+    message = rf"text '{fits[:40]}\.\.\.' is {n} tokens long; CLAP reads at most 77: shorten the prompt"
+    with pytest.raises(InputError, match=message):
+        clap_embedder.check_texts(["warm", too_long])
+    with pytest.raises(InputError, match=message):
+        clap_embedder.embed_text(["warm", too_long])
+    essay = "this sound is " * 400  # a pasted essay: was cut to its first 77 tokens without a word
+    both = (r"^text 'this sound is this sound is this sound i\.\.\.' is \d+ tokens long; CLAP reads at most 77: "
+            r"shorten the prompt \(1 more text is too long too\)$")
+    with pytest.raises(InputError, match=both):
+        clap_embedder.embed_text([essay, too_long])
+    with pytest.raises(InputError, match="check_texts takes a list of strings"):
+        clap_embedder.check_texts("warm")
+
+
+def test_check_text_length_loads_only_the_tokenizer(
+    clap_embedder: ClapEmbedder, clap_tokenizer_dir, monkeypatch
+) -> None:
+    from text2fx.clap import check_text_length
+    from text2fx.clap import embedder as embedder_module
+    from text2fx.clap.files import TOKENIZER_ENV
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("check_text_length loaded the CLAP model")
+
+    monkeypatch.setattr(embedder_module, "load_clap_state_dict", no_model)
+    monkeypatch.setattr(embedder_module, "load_clap_model", no_model)
+    monkeypatch.setattr(embedder_module, "resolve_model_files", no_model)  # nor looks for the checkpoint
+    fits = _longest_prompt(clap_embedder, "bright ")
+    check_text_length([fits, "warm"], clap_tokenizer_dir)
+    n = _token_count(clap_embedder, fits + " and airy")
+    with pytest.raises(InputError, match=rf"is {n} tokens long; CLAP reads at most 77: shorten the prompt"):
+        check_text_length(["warm", fits + " and airy"], clap_tokenizer_dir)
+    # The tokenizer is found as the embedder finds it: here from the environment.
+    monkeypatch.setenv(TOKENIZER_ENV, str(clap_tokenizer_dir))
+    with pytest.raises(InputError, match=rf"is {n} tokens long"):
+        check_text_length([fits + " and airy"])
+    with pytest.raises(InputError, match="check_text_length takes a list of strings"):
+        check_text_length("warm")
 
 
 @pytest.mark.parametrize("orig", [44100, 22050, 96000, 16000])
@@ -206,7 +269,7 @@ def test_bfloat16_embeddings_stay_close_to_float32(clap_embedder: ClapEmbedder, 
     assert not torch.equal(exact, approx)  # autocast really ran
     assert torch.equal(clap_embedder.embed_text(["warm"]), bf16_embedder.embed_text(["warm"]))
     assert "precision='bfloat16'" in repr(bf16_embedder)
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="precision"):
         bf16_embedder.precision = "float32"  # fixed at construction, with the front end set up for it
     # the log-mel front end stays float32 (bfloat16 would round its decibels to 0.5 dB steps)
     seen = []

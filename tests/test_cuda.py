@@ -136,7 +136,7 @@ def test_cuda_graph_capture_failure_falls_back_to_eager(captures):
         fallback = run(cuda_graph=None)
     _assert_same(fallback, run(cuda_graph=False))
     assert captures == [False]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match=r"(?i)captur"):
         run(cuda_graph=True)
 
 

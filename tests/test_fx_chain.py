@@ -1,12 +1,23 @@
-"""Chain: spec, neutrality, batching, dict round trip, validation, custom effects."""
+"""Chain: spec, neutrality, batching, stored settings, dict round trip, validation, custom effects."""
 
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import fx
+import fx.effect
+
+
+@pytest.fixture
+def registry():
+    """Effects registered by a test are unregistered after it (other tests compare the registry)."""
+    saved = dict(fx.effect._REGISTRY)
+    yield
+    fx.effect._REGISTRY.clear()
+    fx.effect._REGISTRY.update(saved)
 
 
 def _noise(batch, channels, n, seed=0):
@@ -68,9 +79,10 @@ def test_dict_round_trip_exact():
     assert [e["type"] for e in d["effects"]] == ["eq", "reverb", "compressor"]
     assert all(isinstance(v, float) for e in d["effects"] for v in e["params"].values())
     d = json.loads(json.dumps(d))
-    c2, u2 = fx.Chain.from_dict(d)
+    c2 = fx.Chain.from_dict(d)
+    u2 = c2.settings
     assert c2.spec == c.spec and c2.seed == 7 and u2.shape == (c.num_params,)
-    assert c2.to_dict(u2) == d
+    assert c2.to_dict() == d and c2.to_dict(u2) == d
     assert torch.allclose(u2.float(), u, atol=1e-6)
     assert torch.equal(c.params_from_dict(d), u2)
     # the rebuilt chain sounds the same (same seed -> same reverb noise)
@@ -98,7 +110,7 @@ def test_params_from_dict_rejects_other_chains_and_bad_values():
     bad["effects"][1]["params"]["mix"] = float("nan")
     with pytest.raises(ValueError, match="mix"):
         c.params_from_dict(bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown effect 'chorus'"):
         fx.Chain.from_dict({"chain": "eq,chorus", "seed": 0, "effects": []})
 
 
@@ -136,16 +148,13 @@ class Tremolo(fx.Effect):
         fx.ParamSpec("rate_hz", "Hz", 0.5, 20.0, "log", 5.0, "modulation rate"),
     )
 
-    def process(self, audio, sample_rate, params):
-        fx.check_audio(audio)
-        fx.check_sample_rate(sample_rate)
-        p = self.batch_params(params, audio.shape[0], audio)
+    def _process(self, audio, sample_rate, p):
         t = torch.arange(audio.shape[-1], device=audio.device, dtype=audio.dtype) / sample_rate
         lfo = 0.5 * (1 - torch.cos(2 * math.pi * p["rate_hz"][:, None] * t))
         return audio * (1 - p["depth"][:, None] * lfo)[:, None, :]
 
 
-def test_custom_effect_in_chain():
+def test_custom_effect_in_chain(registry):
     fx.register_effect(Tremolo)
     assert "test_tremolo" in fx.available_effects()
     c = fx.Chain.from_spec("eq,test_tremolo,reverb")
@@ -159,7 +168,7 @@ def test_custom_effect_in_chain():
     assert u.grad[0, 18] != 0 and u.grad[0, 19] != 0
     d = c.to_dict(u[0])
     assert d["effects"][1] == {"type": "test_tremolo", "params": {"depth": pytest.approx(0.8), "rate_hz": pytest.approx(5.0)}}
-    assert fx.Chain.from_dict(d)[0].spec == c.spec
+    assert fx.Chain.from_dict(d).spec == c.spec
 
     class Other(fx.Effect):
         type_name = "test_tremolo"
@@ -167,7 +176,7 @@ def test_custom_effect_in_chain():
 
     with pytest.raises(ValueError, match="already registered"):
         fx.register_effect(Other)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expects an Effect subclass"):
         fx.register_effect(int)
 
 
@@ -195,3 +204,142 @@ def test_processing_without_validation_never_waits_for_the_device(monkeypatch):
     for name in ("__bool__", "item", "tolist"):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
     c.process(x, 8000, u, validate=False)
+
+
+# ---------------------------------------------------------------------------------------
+# Stored settings
+# ---------------------------------------------------------------------------------------
+
+
+def _eq_reverb_dict(low_shelf_gain_db=-3.5, mix=25.0):
+    """A hand-written dict for "eq,reverb": neutral values (12 significant digits, as the format writes
+    them) except a low-shelf cut and a reverb mix."""
+    c = fx.Chain.from_spec("eq,reverb")
+    effects = [{"type": e.type_name, "params": {s.name: float(f"{s.neutral:.12g}") for s in e.param_specs}} for e in c]
+    effects[0]["params"]["low_shelf_gain_db"] = low_shelf_gain_db
+    effects[1]["params"]["mix"] = mix
+    return {"chain": "eq,reverb", "seed": 0, "effects": effects}
+
+
+def test_from_dict_returns_a_chain_holding_the_dict_settings():
+    c = fx.Chain.from_dict(_eq_reverb_dict(low_shelf_gain_db=-3.5, mix=25.0))
+    assert isinstance(c, fx.Chain)
+    assert c.settings.dtype == torch.float64 and c.settings.shape == (40,)
+    # gain: linear over [-20, 20] dB; mix: linear over [0, 100] % (the last reverb parameter)
+    np.testing.assert_allclose(c.settings[[0, 39]].numpy(), [16.5 / 40, 0.25], rtol=1e-12)
+
+
+def test_from_dict_then_to_dict_gives_the_dict_back():
+    d = _eq_reverb_dict(low_shelf_gain_db=-3.5, mix=25.0)
+    assert fx.Chain.from_dict(d).to_dict() == d
+
+
+def test_physical_settings_are_the_dict_values_per_effect():
+    d = _eq_reverb_dict(low_shelf_gain_db=-3.5, mix=25.0)
+    phys = fx.Chain.from_dict(d).physical_settings()
+    assert phys == [d["effects"][0]["params"], d["effects"][1]["params"]]
+    np.testing.assert_allclose([phys[0]["low_shelf_gain_db"], phys[1]["mix"]], [-3.5, 25.0])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_calling_a_chain_processes_with_its_settings(batch):
+    c = fx.Chain.from_dict(_eq_reverb_dict(mix=40.0))
+    x = _noise(batch, 2, 8000)
+    y = c(x, 16000)
+    np.testing.assert_allclose(y.numpy(), c.process(x, 16000, c.settings[None].expand(batch, -1)).numpy(), atol=1e-7)
+    assert (y - x).abs().max() > 1e-2  # the stored 40 % mix is audible: not the neutral chain
+
+
+def test_set_settings_changes_what_the_chain_does():
+    c = fx.Chain.from_spec("gain")
+    x = _noise(1, 2, 100)
+    c.set_settings(torch.tensor([0.75]))  # +12 dB on [-24, 24]
+    np.testing.assert_allclose(c(x, 16000).numpy(), (x * 10 ** (12 / 20)).numpy(), rtol=1e-6)
+
+
+def test_from_spec_holds_neutral_settings():
+    c = fx.Chain.from_spec("eq,reverb")
+    np.testing.assert_allclose(c.settings.numpy(), c.neutral_unit(torch.float64).numpy())
+    # eq gains sit mid-range (0 dB on [-20, 20]); the reverb mix is 0 %
+    np.testing.assert_allclose(c.settings[[0, 3, 15, 39]].numpy(), [0.5, 0.5, 0.5, 0.0])
+
+
+def test_neutral_eq_reverb_chain_returns_its_input():
+    c = fx.Chain.from_spec("eq,reverb")
+    x = _noise(1, 2, 16000)
+    np.testing.assert_allclose(c(x, 16000).numpy(), x.numpy(), atol=1e-5)
+
+
+def test_set_settings_rejects_a_wrong_shape():
+    c = fx.Chain.from_spec("eq,reverb")
+    with pytest.raises(ValueError, match=r"settings must have shape \(40,\)"):
+        c.set_settings(torch.zeros(39))
+
+
+def test_set_settings_rejects_nan():
+    c = fx.Chain.from_spec("gain,distortion")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        c.set_settings(torch.tensor([0.5, float("nan"), 0.5]))
+
+
+def test_set_settings_clamps_to_the_unit_range():
+    c = fx.Chain.from_spec("gain,distortion")
+    c.set_settings([-0.5, 0.25, 1.5])
+    np.testing.assert_allclose(c.settings.numpy(), [0.0, 0.25, 1.0])
+
+
+def test_settings_is_a_copy():
+    c = fx.Chain.from_spec("gain")
+    c.settings[0] = 1.0
+    np.testing.assert_allclose(c.settings.numpy(), [0.5])
+
+
+def test_append_and_slices_keep_the_settings_of_their_effects():
+    c = fx.Chain.from_spec("gain,distortion").set_settings([0.75, 0.2, 0.9])
+    c.append(fx.Gain())
+    np.testing.assert_allclose(c.settings.numpy(), [0.75, 0.2, 0.9, 0.5])
+    np.testing.assert_allclose(c[1:].settings.numpy(), [0.2, 0.9, 0.5])
+
+
+def test_settings_survive_a_dtype_cast_of_the_module():
+    c = fx.Chain.from_dict(_eq_reverb_dict(mix=40.0)).to(torch.float32)
+    assert c.settings.dtype == torch.float64
+    x = _noise(1, 1, 4000).double()
+    np.testing.assert_allclose(c(x, 16000).numpy(), c.process(x, 16000, c.settings[None]).numpy())
+
+
+# ---------------------------------------------------------------------------------------
+# The register_effect example of fx.effect's docstring
+# ---------------------------------------------------------------------------------------
+
+
+def _docstring_example() -> str:
+    lines = fx.effect.__doc__.split("Registering your own differentiable effect::\n", 1)[1].splitlines()
+    block = []
+    for line in lines:
+        if line.strip() and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    return "\n".join(block)
+
+
+def test_docstring_example_effect_works_inside_a_chain(registry):
+    namespace = {"__name__": "docstring_example"}
+    exec(_docstring_example(), namespace)
+    chain = namespace["chain"]
+    assert chain.spec == "eq,tremolo"
+    sr = 8000
+    x = _noise(1, 2, sr)
+    u = chain.neutral_unit(torch.float64)
+    u[-1] = 0.6  # depth 0.6 (linear over [0, 1]); the EQ stays flat
+    t = np.arange(sr) / sr
+    expected = x.numpy() * (1 - 0.6 * 0.5 * (1 - np.cos(2 * np.pi * 5 * t)))
+    np.testing.assert_allclose(chain(x, sr, u.float()[None]).numpy(), expected, atol=1e-5)
+
+
+def test_docstring_example_effect_is_validated_by_the_base_class(registry):
+    namespace = {"__name__": "docstring_example"}
+    exec(_docstring_example(), namespace)
+    tremolo = fx.create_effect("tremolo")
+    with pytest.raises(ValueError, match="sample_rate"):
+        tremolo(torch.zeros(1, 1, 100), 1000, {"depth": 0.5})

@@ -260,3 +260,74 @@ def test_effect_rejects_bad_input(name):
 def test_unknown_effect_name_lists_known_ones():
     with pytest.raises(ValueError, match="reverb"):
         fx.create_effect("flanger9000")
+
+
+# ---------------------------------------------------------------------------------------
+# The base class validates and batches once, before the effect's DSP hook
+# ---------------------------------------------------------------------------------------
+
+
+class _HookSpy:
+    """Stands in for an effect's `_process`: records what it receives, returns the audio."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, audio, sample_rate, params):
+        self.calls.append(params)
+        return audio
+
+
+@pytest.mark.parametrize("name", EFFECTS)
+@pytest.mark.parametrize("sample_rate", [4000, 384000, True])
+def test_bad_sample_rate_never_reaches_the_dsp(name, sample_rate, monkeypatch):
+    effect = fx.create_effect(name)
+    spy = _HookSpy()
+    monkeypatch.setattr(effect, "_process", spy)
+    with pytest.raises(ValueError, match="sample_rate"):
+        effect(torch.zeros(1, 1, 100), sample_rate, effect.neutral_params(1))
+    assert spy.calls == []
+
+
+@pytest.mark.parametrize("name", EFFECTS)
+def test_wrong_parameter_batch_never_reaches_the_dsp(name, monkeypatch):
+    effect = fx.create_effect(name)
+    spy = _HookSpy()
+    monkeypatch.setattr(effect, "_process", spy)
+    with pytest.raises(ValueError, match=rf"{name}: parameter '\w+' has batch 3, audio has batch 2"):
+        effect(torch.zeros(2, 1, 100), 16000, effect.neutral_params(3))
+    assert spy.calls == []
+
+
+@pytest.mark.parametrize("name", EFFECTS)
+def test_dsp_hook_receives_clamped_batch_tensors_on_the_audio_dtype(name, monkeypatch):
+    effect = fx.create_effect(name)
+    spy = _HookSpy()
+    monkeypatch.setattr(effect, "_process", spy)
+    # plain floats far above every range: broadcast to the audio batch and clamped to each maximum
+    effect(torch.zeros(3, 2, 100, dtype=torch.float64), 16000, {n: 1e6 for n in effect.param_names})
+    (params,) = spy.calls
+    assert list(params) == effect.param_names
+    assert all(v.shape == (3,) and v.dtype == torch.float64 for v in params.values())
+    np.testing.assert_allclose(
+        np.stack([params[s.name].numpy() for s in effect.param_specs]),
+        np.repeat([[s.max] for s in effect.param_specs], 3, axis=1),
+    )
+
+
+@pytest.mark.parametrize("name", [n for n in EFFECTS if fx.effect_class(n).linear])
+def test_frequency_response_is_validated_like_process(name):
+    effect = fx.create_effect(name)
+    with pytest.raises(ValueError, match="sample_rate"):
+        effect.frequency_response(torch.zeros(1, 1, 100), 4000, effect.neutral_params(1), 256)
+    with pytest.raises(ValueError, match="batch"):
+        effect.frequency_response(torch.zeros(2, 1, 100), 16000, effect.neutral_params(3), 256)
+
+
+def test_an_effect_without_a_dsp_hook_says_so():
+    class Silent(fx.Effect):
+        type_name = "test_silent"
+        param_specs = ()
+
+    with pytest.raises(NotImplementedError, match=r"Silent must implement _process\(\)"):
+        Silent()(torch.zeros(1, 1, 10), 16000, {})

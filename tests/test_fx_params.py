@@ -25,15 +25,15 @@ def test_log_mapping_moves_octaves_per_unit_step():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, message",
     [
-        dict(name="f", unit="Hz", min=0.0, max=10.0, scale="log", neutral=1.0),  # log with min 0
-        dict(name="f", unit="", min=1.0, max=1.0, scale="linear", neutral=1.0),  # empty range
-        dict(name="f", unit="", min=0.0, max=1.0, scale="cubic", neutral=0.0),  # unknown scale
-        dict(name="f", unit="", min=0.0, max=1.0, scale="linear", neutral=2.0),  # neutral outside
-        dict(name="not valid", unit="", min=0.0, max=1.0, scale="linear", neutral=0.0),
+        (dict(name="f", unit="Hz", min=0.0, max=10.0, scale="log", neutral=1.0), "log scale needs min > 0"),
+        (dict(name="f", unit="", min=1.0, max=1.0, scale="linear", neutral=1.0), "need finite min < max"),
+        (dict(name="f", unit="", min=0.0, max=1.0, scale="cubic", neutral=0.0), "scale must be one of"),
+        (dict(name="f", unit="", min=0.0, max=1.0, scale="linear", neutral=2.0), "neutral 2.0 outside"),
+        (dict(name="not valid", unit="", min=0.0, max=1.0, scale="linear", neutral=0.0), "must be an identifier"),
     ],
 )
-def test_invalid_spec_raises(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_spec_raises(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         ParamSpec(**kwargs)

@@ -64,16 +64,17 @@ def test_loss_decreases(chain, embedder):
 def test_best_iterate_is_kept_not_the_last(chain, embedder):
     clips = noise()
     recording = RecordingChain(chain)
-    # lr 2 overshoots: the loss falls, then the steps jump past the minimum and the last iterates are worse.
-    recipe = Recipe(steps=25, lr=2.0, restarts=1, time_shift=False, patience=None)
+    recipe = Recipe(steps=20, lr=0.5, restarts=1, time_shift=False, patience=None)
+    # The last step's output is spoiled, so the last iterate is certainly not the best one.
+    recording.spoiled_calls = frozenset({recipe.steps - 1})
     out = run(recording, embedder, clips, recipe, target=reachable_target(embedder, chain, clips))
     assert not out.bypassed
-    assert out.history[-1] > min(out.history) + 0.01  # the last iterate is clearly worse than the best
+    assert out.history[-1] > min(out.history) + 0.1
     assert out.best_step == int(np.argmin(out.history)) < len(out.history) - 1
     assert len(recording.calls) == out.steps_run + 1  # one chain call per step, then the final evaluation
     tried = recording.calls[: out.steps_run]
     assert torch.equal(out.params, tried[out.best_step][0])
-    assert not torch.allclose(out.params, tried[-1][0], atol=1e-3)
+    assert not torch.allclose(out.params, tried[-1][0], atol=1e-4)
     # The returned parameters reproduce the recorded best loss (no time shift: the same computation).
     assert out.loss_value == pytest.approx(min(out.history), abs=1e-5)
 

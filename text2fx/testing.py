@@ -141,11 +141,9 @@ def laion_reference_module(checkpoint: str | Path, tokenizer_dir: str | Path, de
     import transformers
 
     from text2fx.clap import roberta_base_config
+    from text2fx.clap.files import load_tokenizer
 
-    tokenizer_dir = Path(tokenizer_dir)
-    tokenizer = transformers.RobertaTokenizer(
-        vocab=str(tokenizer_dir / "vocab.json"), merges=str(tokenizer_dir / "merges.txt")
-    )
+    tokenizer = load_tokenizer(tokenizer_dir)
     patches = [
         mock.patch.object(cls, "from_pretrained", lambda *a, **k: tokenizer)
         for cls in (transformers.BertTokenizer, transformers.RobertaTokenizer, transformers.BartTokenizer)

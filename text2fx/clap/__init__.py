@@ -8,14 +8,15 @@ own model files as a private package).
 Importing this package imports torch; transformers and laion-clap load when an embedder is built.
 """
 
+from text2fx.devices import default_device
 from text2fx.clap.embedder import (
     EMBEDDING_DIM,
     PRECISIONS,
     TEXT_MAX_TOKENS,
     ClapEmbedder,
+    check_text_length,
     clap_module,
     create_clap_model,
-    default_device,
     load_clap_model,
     roberta_base_config,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "PRECISIONS",
     "TEXT_MAX_TOKENS",
     "ClapEmbedder",
+    "check_text_length",
     "clap_module",
     "create_clap_model",
     "default_device",

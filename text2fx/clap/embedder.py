@@ -25,13 +25,16 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
+from text2fx.devices import resolve as resolve_device
 from text2fx.errors import InputError
 from text2fx.clap.frontend import install_fast_frontend
 from text2fx.clap.files import (
     ModelFiles,
     detect_audio_arch,
     load_clap_state_dict,
+    load_tokenizer,
     resolve_model_files,
+    resolve_tokenizer,
 )
 from text2fx.clap.resample import Resampler
 
@@ -54,8 +57,9 @@ def clap_module() -> ModuleType:
     `training/data.py` calls `from_pretrained` for three Hugging Face tokenizers at import time: offline that
     blocks for minutes in huggingface_hub's retry loop, online it downloads tokenizers this project never uses.
     The second imports the training loss (scikit-learn), the BPE tokenizer and the image transforms, none of
-    which the model needs (0.7-0.9 s on the 2-core CPU). The model files use relative imports alone, so they
-    load under any package name; a package of our own keeps these copies apart from a real `import laion_clap`.
+    which the model needs and which take longer to import than the model files do. The model files use
+    relative imports alone, so they load under any package name; a package of our own keeps these copies apart
+    from a real `import laion_clap`.
     """
     package = importlib.import_module("text2fx.clap._laion")
     importlib.import_module("text2fx.clap._laion.model")
@@ -106,8 +110,8 @@ def create_clap_model(audio_arch: str, *, init_text_branch: bool = True) -> torc
     with contextlib.ExitStack() as patches:
         patches.enter_context(mock.patch.object(clap.model, "RobertaModel", OfflineRoberta))
         if not init_text_branch:
-            # HTSAT's truncated-normal init is most of its build time (~1.5 s on 2 CPU cores) and every
-            # tensor it fills is overwritten by the checkpoint.
+            # HTSAT's truncated-normal init is most of its build time, and every tensor it fills is
+            # overwritten by the checkpoint.
             patches.enter_context(mock.patch.object(clap.htsat, "trunc_normal_", lambda tensor, *a, **k: tensor))
         # What laion-clap's `factory.create_model(audio_arch, "roberta")` does without a pretrained checkpoint.
         model_config = json.loads((clap.config_dir / f"{audio_arch}.json").read_text())
@@ -175,13 +179,48 @@ def _no_meshgrid_warning():
         yield
 
 
-def default_device() -> torch.device:
-    """The best available device: CUDA, then Apple MPS, then CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def _text_list(texts: Sequence[str], what: str) -> list[str]:
+    """`texts` as a list, or `InputError` unless it is a sequence of strings (a bare string is refused)."""
+    try:
+        items = None if isinstance(texts, str) else list(texts)
+    except TypeError:
+        items = None
+    if items is None or not all(isinstance(t, str) for t in items):
+        raise InputError(f"{what} takes a list of strings")
+    return items
+
+
+def _check_token_counts(tokenizer, texts: Sequence[str]) -> None:
+    """Raise `InputError` naming the first of `texts` that `tokenizer` (CLAP's RoBERTa tokenizer, see
+    `text2fx.clap.files.load_tokenizer`) makes longer than `TEXT_MAX_TOKENS`.
+
+    Counted with the call laion-clap's `CLAP_Module.tokenizer` makes (start and end tokens added), without
+    its truncation and padding.
+    """
+    unique = list(dict.fromkeys(texts))
+    if not unique:
+        return
+    counts = [len(ids) for ids in tokenizer(unique, truncation=False, padding=False)["input_ids"]]
+    too_long = [(text, n) for text, n in zip(unique, counts) if n > TEXT_MAX_TOKENS]
+    if too_long:
+        text, n = too_long[0]
+        shown = text[:40] + ("..." if len(text) > 40 else "")
+        more = len(too_long) - 1
+        others = f" ({more} more {'text is' if more == 1 else 'texts are'} too long too)" if more else ""
+        raise InputError(
+            f"text {shown!r} is {n} tokens long; CLAP reads at most {TEXT_MAX_TOKENS}: shorten the prompt{others}"
+        )
+
+
+def check_text_length(texts: Sequence[str], tokenizer: str | Path | None = None) -> None:
+    """Raise `InputError` if any of `texts` is longer than the 77 tokens CLAP reads, loading only the tokenizer.
+
+    For refusing a long prompt before the CLAP model is loaded; `ClapEmbedder.check_texts` makes the same check.
+    `tokenizer` is found as `ClapEmbedder` finds it: a folder holding `vocab.json` and `merges.txt`, else
+    `$TEXT2FX_CLAP_TOKENIZER`, else the cached `roberta-base` tokenizer (`ModelUnavailableError` if none is).
+    """
+    texts = _text_list(texts, "check_text_length")
+    _check_token_counts(load_tokenizer(resolve_tokenizer(tokenizer)), texts)
 
 
 class ClapEmbedder:
@@ -229,8 +268,9 @@ class ClapEmbedder:
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         self._precision = precision
+        # an unavailable device is refused before minutes go into finding and loading the weights
+        self.device = resolve_device(device)
         self.files: ModelFiles = resolve_model_files(checkpoint, tokenizer)
-        self.device = torch.device(device) if device is not None else default_device()
         source = f"CLAP checkpoint {self.files.checkpoint}"
         state = load_clap_state_dict(self.files.checkpoint)
         self.audio_arch = detect_audio_arch(state, source=source)
@@ -244,10 +284,7 @@ class ClapEmbedder:
         self.window_samples: int = self.model.audio_cfg.clip_samples
         self.embedding_dim = EMBEDDING_DIM
 
-        from transformers import RobertaTokenizer
-
-        folder = self.files.tokenizer_dir
-        self._tokenizer = RobertaTokenizer(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"))
+        self._tokenizer = load_tokenizer(self.files.tokenizer_dir)
         self._resampler = Resampler(self.sample_rate)
         self._text_cache: dict[str, torch.Tensor] = {}
         # embed_audio launches the same kernels for the same shapes and never waits for the device
@@ -350,18 +387,23 @@ class ClapEmbedder:
             projected = self.model.audio_projection(features)
         return F.normalize(projected.float(), dim=-1)
 
+    def check_texts(self, texts: Sequence[str]) -> None:
+        """Raise `InputError` if any of `texts` is longer than the 77 tokens CLAP reads (counted with the
+        start and end tokens), instead of letting `embed_text` cut it short silently."""
+        _check_token_counts(self._tokenizer, _text_list(texts, "check_texts"))
+
     @torch.no_grad()
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed strings -> `(len(texts), 512)`, L2-normalized, no gradient.
 
         Each distinct string is encoded once per embedder and cached. Tokenization matches
-        `CLAP_Module.get_text_embedding` (pad/truncate to 77 tokens), whatever the batch size.
+        `CLAP_Module.get_text_embedding` (padded to 77 tokens), whatever the batch size. A text longer than
+        77 tokens, which laion-clap would truncate, is refused (`InputError`; see `check_texts`).
         """
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise InputError("embed_text takes a list of strings")
-        texts = list(texts)
+        texts = _text_list(texts, "embed_text")
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
         if missing:
+            self.check_texts(missing)
             tokens = self._tokenizer(
                 missing, padding="max_length", truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt"
             )

@@ -11,8 +11,8 @@ compute the same function to float rounding (`tests/test_clap_equivalence.py` co
   running the very same `F.interpolate` on an identity matrix. Its backward is a matrix product too, where
   `F.interpolate`'s CUDA backward accumulates with atomic adds, in an order that varies from run to run.
 
-On an H200, replayed as a CUDA graph as the optimizer runs it, the two cut CLAP's forward+backward from 4.1 to
-3.8 ms at batch 1 and from 24.5 to 20.3 ms at batch 16 (`benchmarks/RESULTS.md`).
+Together they shorten CLAP's forward+backward pass as the optimizer runs it, replayed as a CUDA graph, at small
+and large batches alike (measurements in `benchmarks/RESULTS.md`).
 
 Each replacement is installed only where the model's own settings and weights show it is exact; otherwise the
 original step stays.
