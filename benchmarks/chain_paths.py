@@ -4,10 +4,10 @@ listens).
 
 Audio: 10 s stereo at 48 kHz, chain EQ -> reverb, random unit parameters; the loss is the mean square of the
 output's channel mean. "effect by effect" runs each effect's own `process` in turn, as `Chain.process` runs a
-chain that is not linear (the effects themselves are today's, so this isolates the chain-level path). Times are medians after warm-up runs: wall clock on a
-CPU; on CUDA, CUDA-event times of plain calls and of the same call replayed as a CUDA graph (as the optimizer
-runs its steps). Also prints how far each path's output is from effect by effect (max abs difference over max
-abs value).
+chain that is not linear (the effects themselves are today's, so this isolates the chain-level path). Times are
+medians after warm-up runs (`timing.py`): wall clock on a CPU; on CUDA, CUDA-event times of plain calls and of
+the same call replayed as a CUDA graph (as the optimizer runs its steps). Also prints how far each path's
+output is from effect by effect (max abs difference over max abs value).
 
     python benchmarks/chain_paths.py [--device cpu|cuda] [--batches 1,4] [--repeats 3]
 """
@@ -17,14 +17,11 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import fx  # noqa: E402
-from timing import event_ms, graphed, wall_ms  # noqa: E402
+import fx
+from timing import event_ms, graphed, wall_ms
 
 SR = 48000
 

@@ -12,40 +12,16 @@ random-weight checkpoint (built by text2fx.testing; no network needed). Prints a
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from text2fx.clap import ClapEmbedder  # noqa: E402
-from text2fx.testing import laion_reference_module, random_clap_files  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _time(fn: Callable[[], None], device: torch.device, repeats: int) -> float:
-    """Median wall time in ms of `fn` over `repeats` runs, after one warm-up run."""
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+from text2fx.clap import ClapEmbedder
+from text2fx.testing import laion_reference_module, random_clap_files
+from timing import timed, wall_ms
 
 
 def main() -> None:
@@ -72,14 +48,9 @@ def main() -> None:
         repo = Path(__file__).resolve().parents[1]
         cold = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True)
         first_load = float(cold.stdout.split()[-1])
-        start = time.perf_counter()
-        ours = ClapEmbedder(checkpoint, tokenizer_dir, device=device)
-        _sync(device)
-        load = time.perf_counter() - start
-        start = time.perf_counter()
-        laion = laion_reference_module(checkpoint, tokenizer_dir, device)
-        _sync(device)
-        laion_load = time.perf_counter() - start  # includes `import laion_clap` (its tokenizers patched out)
+        ours, load = timed(lambda: ClapEmbedder(checkpoint, tokenizer_dir, device=device), device)
+        # includes `import laion_clap` (its tokenizers patched out)
+        laion, laion_load = timed(lambda: laion_reference_module(checkpoint, tokenizer_dir, device), device)
 
         rows = []
         for batch in batches:
@@ -103,8 +74,8 @@ def main() -> None:
                 laion.get_audio_embedding_from_data(x, use_tensor=True).sum().backward()
 
             for mode, mine, theirs in [("forward", ours_forward, laion_forward), ("fwd+bwd", ours_backward, laion_backward)]:
-                t_ours = _time(mine, device, repeats)
-                t_laion = _time(theirs, device, repeats)
+                t_ours = wall_ms(mine, repeats, device=device)
+                t_laion = wall_ms(theirs, repeats, device=device)
                 rows.append((batch, mode, t_ours, t_laion))
                 print(f"  batch {batch:2d} {mode}: text2fx {t_ours:.0f} ms, laion-clap {t_laion:.0f} ms", file=sys.stderr)
 

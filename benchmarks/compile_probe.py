@@ -6,14 +6,10 @@ the optimizer asks for it) and, with --clap, the random-weight HTSAT-tiny CLAP a
 number of graphs and graph breaks TorchDynamo finds, the time of the first compiled call (the compile), the
 steady-state time eagerly and compiled (on CUDA both also replayed as CUDA graphs, as the optimizer runs
 steps), and the largest difference of the compiled output. The compile time is what a user would wait on
-the first run (inductor caches compiled kernels on disk for later processes).
+the first run (inductor caches compiled kernels on disk for later processes). Results: `benchmarks/RESULTS.md`.
 
     python benchmarks/compile_probe.py [--device cpu|cuda] [--batches 1,16] [--clap] [--precision float32,bfloat16]
         [--workdir DIR]
-
-Measured on the 2-core CPU (`benchmarks/RESULTS.md`): the chain compiles into one graph with no breaks and
-the CLAP audio embedding into three; compiled, both run faster at batch 1, after a first call of 1-1.5
-minutes (seconds once inductor's on-disk cache holds the kernels).
 """
 
 from __future__ import annotations
@@ -21,16 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import fx  # noqa: E402
-from timing import event_ms, graphed, wall_ms  # noqa: E402
+import fx
+from timing import event_ms, graphed, sync, timed, wall_ms
 
 SR = 48000
 
@@ -47,12 +40,12 @@ def probe(label: str, loss: Callable[[torch.Tensor], torch.Tensor], leaf: torch.
             fn(leaf).backward()
         return run
 
-    start = time.perf_counter()
-    got = compiled(leaf)  # with gradients on, as timed below: a call under no_grad would compile again
-    got.backward()
-    if cuda:
-        torch.cuda.synchronize()
-    compile_s = time.perf_counter() - start
+    def first_call() -> torch.Tensor:
+        out = compiled(leaf)  # with gradients on, as timed below: a call under no_grad would compile again
+        out.backward()
+        return out
+
+    got, compile_s = timed(first_call, leaf.device)
     want = loss(leaf).detach()
     diff = ((got.detach() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
     if cuda:
@@ -61,7 +54,7 @@ def probe(label: str, loss: Callable[[torch.Tensor], torch.Tensor], leaf: torch.
             try:
                 times.append(f"{event_ms(graphed(fn), repeats):.2f}")
             except RuntimeError as exc:  # torch.AcceleratorError is one; the cell says why, the table goes on
-                torch.cuda.synchronize()
+                sync(leaf.device)
                 times.append("capture failed: " + " ".join(str(exc).split())[:80])
     else:
         times = [f"{wall_ms(fn, repeats):.0f}" for fn in (step(loss), step(compiled))]

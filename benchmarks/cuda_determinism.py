@@ -20,17 +20,12 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
-# Before CUDA starts: cuBLAS is only deterministic under use_deterministic_algorithms with a fixed workspace.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+import torch
 
-import torch  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import fx  # noqa: E402
-from text2fx.clap import ClapEmbedder  # noqa: E402
-from text2fx.optimize import Recipe, optimize  # noqa: E402
-from text2fx.testing import random_clap_files  # noqa: E402
+import fx
+from text2fx.clap import ClapEmbedder
+from text2fx.optimize import Recipe, optimize
+from text2fx.testing import random_clap_files
 
 SR = 48000
 
@@ -63,6 +58,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args()
+    # Before CUDA starts (importing torch does not start it): cuBLAS is only deterministic under
+    # use_deterministic_algorithms with a fixed workspace, read when its first handle is made.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
@@ -93,8 +91,9 @@ def main() -> int:
     def run(cuda_graph: bool) -> Callable[[], torch.Tensor]:
         chain = fx.Chain.from_spec("eq,reverb", seed=0).to("cuda")
         recipe = Recipe(steps=20, lr=0.01, restarts=2, excerpts=1, patience=None)
+        # The chosen candidate's parameters, not `params` (the neutral settings when the bypass wins).
         return lambda: optimize(chain, embedder, x[:1, None], SR, [0], text, anchor, recipe,
-                                cuda_graph=cuda_graph)[0].params
+                                cuda_graph=cuda_graph)[0].candidate_params
 
     parts = [("EQ gradient", chain_grad("eq")), ("reverb gradient", chain_grad("reverb")),
              ("EQ -> reverb gradient", chain_grad("eq,reverb")), ("CLAP gradient to the waveform", clap_grad),

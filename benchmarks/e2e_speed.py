@@ -12,21 +12,22 @@ One synthetic 10 s stereo 48 kHz clip, chain EQ -> reverb, cosine loss, Adam lr 
 On a GPU (default --modes eager,graph), (b) and (c) are measured twice: plain, then replaying each step as a CUDA
 graph. Modes ending in -bf16 run CLAP's audio branch in bfloat16 autocast (`precision="bfloat16"`).
 
-Per-step times are medians over timed steps after a warm-up. Time-to-result excludes model loading (reported
-separately, after an untimed first load so both paths find libraries imported and the checkpoint in the page
-cache; laion-clap's time includes importing its own package) and includes rendering the whole clip. Where a full run would take too long (the CPU),
-time-to-result is extrapolated as (time of a short run) + (remaining steps x per-step time) and marked "est.".
+Times go through `timing.py`: the baseline's step is a median over timed steps after a warm-up step; the
+engine's step time comes from two run lengths, after a warm-up run. Time-to-result excludes model loading
+(reported separately, after an untimed first load so both paths find libraries imported and the checkpoint in
+the page cache; laion-clap's time includes importing its own package) and includes rendering the whole clip.
+Where a full run would take too long (the CPU), time-to-result is extrapolated as (time of a short run) +
+(remaining steps x per-step time) and marked "est.".
 CLAP weights are random (speed does not depend on them): nothing here measures quality.
 
-    python benchmarks/e2e_speed.py --device cpu            # ~15 min on 2 cores (the baseline's reverb is slow)
-    python benchmarks/e2e_speed.py --device cuda     # real 600-step runs, plain steps and CUDA graphs
+    python benchmarks/e2e_speed.py --device cpu     # long on a small CPU (the baseline's reverb is slow)
+    python benchmarks/e2e_speed.py --device cuda    # real 600-step runs, plain steps and CUDA graphs
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import timed, wall_ms
 
 SR = 48000
 MODE_NAMES = {
@@ -49,11 +50,6 @@ PROMPTS = [
     "warm and bright", "tinny", "muffled", "coming through an old telephone", "coming from a cathedral",
     "dry", "metallic", "cold", "bassy", "ethereal", "spacious", "harsh", "crisp", "deep", "echoey", "mellow",
 ]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def clip(seconds: float = 10.0) -> np.ndarray:
@@ -74,17 +70,16 @@ def clip(seconds: float = 10.0) -> np.ndarray:
     return (0.5 * out / np.abs(out).max()).astype(np.float32)
 
 
-def baseline_steps(module, audio: np.ndarray, text_emb: torch.Tensor, steps: int, device) -> list[float]:
-    """Run the paper's loop for `steps` steps; returns each step's wall time (s)."""
+def baseline_step_s(module, audio: np.ndarray, text_emb: torch.Tensor, steps: int, device) -> float:
+    """Run the paper's loop for one warm-up step and `steps` timed ones; returns the median step time (s)."""
     import dasp_pytorch
 
     eq, reverb = dasp_pytorch.ParametricEQ(sample_rate=SR), dasp_pytorch.NoiseShapedReverb(sample_rate=SR)
     x = torch.from_numpy(audio).mean(0, keepdim=True)[None].to(device)  # (1, 1, samples): mono, as the paper
     params = torch.nn.Parameter(torch.randn(1, eq.num_params + reverb.num_params, device=device))
     optimizer = torch.optim.Adam([params], lr=0.01)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+
+    def step() -> None:
         shift = int(torch.randint(0, x.shape[-1], (1,)))
         rolled = torch.roll(x, shifts=shift, dims=-1)
         p = torch.sigmoid(params)
@@ -96,20 +91,13 @@ def baseline_steps(module, audio: np.ndarray, text_emb: torch.Tensor, steps: int
         loss.backward()
         optimizer.step()
         loss.item()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return times
+
+    return wall_ms(step, steps, device=device) / 1000
 
 
 def say(message: str) -> None:
     """Progress as it happens (stderr, unbuffered): a run cut short still shows what it measured."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def main() -> int:
@@ -151,18 +139,18 @@ def main() -> int:
 
     # Untimed first load: imports torch/transformers and pages the checkpoint in, costs both paths share.
     ClapEmbedder(checkpoint, tokenizer, device=device)
-    ours, results["load_engine_s"] = timed(lambda: ClapEmbedder(checkpoint, tokenizer, device=device))
+    ours, results["load_engine_s"] = timed(lambda: ClapEmbedder(checkpoint, tokenizer, device=device), device)
     bf16 = None
     if "bf16" in args.modes:
         bf16 = ClapEmbedder(checkpoint, tokenizer, device=device, precision="bfloat16")
-    module, results["load_baseline_s"] = timed(lambda: laion_reference_module(checkpoint, tokenizer, str(device)))
+    module, results["load_baseline_s"] = timed(lambda: laion_reference_module(checkpoint, tokenizer, str(device)),
+                                               device)
     say(f"model load: engine {results['load_engine_s']:.2f} s, laion-clap {results['load_baseline_s']:.2f} s")
 
     try:
         text_emb = torch.as_tensor(module.get_text_embedding(["this sound is warm and bright"], use_tensor=True))
         torch.manual_seed(0)
-        times = baseline_steps(module, audio, text_emb.to(device).detach(), baseline_n + 1, device)[1:]
-        results["baseline_step_s"] = statistics.median(times)
+        results["baseline_step_s"] = baseline_step_s(module, audio, text_emb.to(device).detach(), baseline_n, device)
     except Exception as exc:  # keep the engine's numbers even if the old code path breaks on this machine
         say(f"baseline failed: {exc!r}")
         results["baseline_step_s"] = float("nan")
@@ -171,11 +159,7 @@ def main() -> int:
     del module
 
     def apply(engine, prompts, steps, preset="paper"):
-        def run():
-            r = engine.apply(audio, SR, prompts, chain="eq,reverb", preset=preset, steps=steps)
-            sync(device)
-            return r
-        return timed(run)
+        return timed(lambda: engine.apply(audio, SR, prompts, chain="eq,reverb", preset=preset, steps=steps), device)
 
     def step_time(engine, prompts) -> tuple[float, float]:
         """Per-step time from two run lengths (fixed costs cancel: input analysis, a graph's capture,

@@ -3,46 +3,29 @@
     python benchmarks/fx_speed.py [--device cpu|cuda] [--repeats 3] [--quick] [--dasp-batch16]
 
 Audio: 10 s stereo at 48 kHz (``--quick``: 2 s, 1 repeat), batch 1 and 16, random unit
-parameters.  Times are medians over ``--repeats`` runs after one warm-up run (reverb
-noise cache filled, FFT plans made).  dasp's time-domain reverb takes about a minute per
-10 s stereo item on a small CPU, so on CPU dasp is measured at batch 1 only, without
-warm-up and with ``--dasp-repeats`` runs (default 1), unless ``--dasp-batch16`` is given.
+parameters.  Times are wall-clock medians (``timing.wall_ms``) over ``--repeats`` runs after
+one warm-up run (reverb noise cache filled, FFT plans made).  dasp's time-domain reverb is
+very slow on a CPU, so there dasp's reverb is measured at batch 1 only, without warm-up and
+with ``--dasp-repeats`` runs (default 1), unless ``--dasp-batch16`` is given.
 Prints a Markdown table; ratio = dasp time / fx time.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-import fx  # noqa: E402
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+import fx
+from timing import wall_ms
 
 
 def _time(fn: Callable[[], None], device: str, repeats: int, warmup: bool) -> float:
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of `fn` over `repeats` runs, after one warm-up run if `warmup`."""
+    return wall_ms(fn, repeats, warmup=int(warmup), device=device) / 1000
 
 
 def _ours(spec: str, x: torch.Tensor, sr: int, batch: int, backward: bool) -> Callable[[], None]:
