@@ -7,19 +7,13 @@ import numpy as np
 import pytest
 
 from doubles import SpectralTestEmbedder
+from signals import tone
 from text2fx import rendering
 from text2fx.engine import Engine, render
 from text2fx.errors import InputError
 from text2fx.report import schema
 
 FAST = dict(steps=3, restarts=2, excerpts=2)
-
-
-def tone(sr=16000, seconds=1.5, channels=2, seed=0):
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(sr * seconds)) / sr
-    x = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)
-    return np.stack([x * (1 - 0.2 * c) for c in range(channels)]).astype(np.float32)
 
 
 @pytest.fixture
