@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-from text2fx import audio_io, outputs, pipeline
 from text2fx.errors import InputError, Text2FXError, UsageError
 from text2fx.options import (
     DEFAULT_ANCHOR,
@@ -162,6 +161,8 @@ def run_main(argv: list[str]) -> int:
         if len(args.inputs) < 2:
             raise UsageError("give an INPUT and a PROMPT, e.g. text2fx song.wav \"warm and bright\"")
         inputs, prompts = args.inputs[:-1], args.inputs[-1:]
+    from text2fx import pipeline
+
     # Every option and output path is checked before torch is imported or the model loads.
     options, engine_options = _options(args, prompts)
     output = OutputOptions(output=args.output, params=args.params, subtype=args.subtype, overwrite=args.overwrite)
@@ -212,6 +213,8 @@ def _print_result(result, plan) -> None:
 
 def run_render(argv: list[str]) -> int:
     args = _render_parser().parse_args(argv)
+    from text2fx import audio_io, outputs
+
     inp, out = Path(args.input), Path(args.output)
     if args.chain is not None:
         chain_value(args.chain)
