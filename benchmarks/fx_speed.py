@@ -1,13 +1,16 @@
 """Speed of fx effects vs dasp_pytorch 0.0.1, forward and forward+backward.
 
     python benchmarks/fx_speed.py [--device cpu|cuda] [--repeats 3] [--quick] [--dasp-batch16]
+                                  [--no-dasp] [--chains eq,reverb ...] [--fx-path DIR]
 
 Audio: 10 s stereo at 48 kHz (``--quick``: 2 s, 1 repeat), batch 1 and 16, random unit
 parameters.  Times are wall-clock medians (``timing.wall_ms``) over ``--repeats`` runs after
 one warm-up run (reverb noise cache filled, FFT plans made).  dasp's time-domain reverb is
 very slow on a CPU, so there dasp's reverb is measured at batch 1 only, without warm-up and
 with ``--dasp-repeats`` runs (default 1), unless ``--dasp-batch16`` is given.
-Prints a Markdown table; ratio = dasp time / fx time.
+Prints a Markdown table; ratio = dasp time / fx time.  ``--fx-path DIR`` times the ``fx`` package found in
+``DIR`` instead (e.g. an older commit's, from ``git archive HEAD fx | tar -x -C DIR``): run it and this
+checkout's in turn for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from collections.abc import Callable
 
 import torch
 
-import fx
-from timing import wall_ms
+if "--fx-path" in sys.argv:  # before `import fx`: time another checkout's fx
+    sys.path.insert(0, sys.argv[sys.argv.index("--fx-path") + 1])
+import fx  # noqa: E402
+from timing import wall_ms  # noqa: E402
 
 
 def _time(fn: Callable[[], None], device: str, repeats: int, warmup: bool) -> float:
@@ -67,6 +72,10 @@ def main() -> None:
     ap.add_argument("--dasp-batch16", action="store_true", help="also time dasp at batch 16 on CPU (very slow)")
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--sample-rate", type=int, default=48000)
+    ap.add_argument("--no-dasp", action="store_true", help="time fx only")
+    ap.add_argument("--chains", nargs="+", default=["eq", "reverb", "eq,reverb"])
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
+    ap.add_argument("--fx-path", help="directory holding the fx package to time (default: this checkout's)")
     args = ap.parse_args()
 
     device = args.device
@@ -90,15 +99,15 @@ def main() -> None:
         hw = f"CPU {name}, {torch.get_num_threads()} threads"
     else:
         hw = f"GPU {torch.cuda.get_device_name()}"
-    print(f"# fx vs dasp_pytorch: {seconds:g} s stereo @ {sr} Hz, {hw}, torch {torch.__version__}, "
+    print(f"# fx ({fx.__file__}) vs dasp_pytorch: {seconds:g} s stereo @ {sr} Hz, {hw}, torch {torch.__version__}, "
           f"median of {repeats} (dasp: {dasp_repeats}{', no warm-up' if cpu else ''})\n")
     print("| chain | batch | pass | fx (s) | dasp (s) | dasp / fx |")
     print("|---|---|---|---|---|---|")
-    for spec in ["eq", "reverb", "eq,reverb"]:
-        for batch in (1, 16):
+    for spec in args.chains:
+        for batch in args.batches:
             for backward in (False, True):
                 t_ours = _time(_ours(spec, x, sr, batch, backward), device, repeats, warmup=True)
-                run_dasp = not cpu or batch == 1 or args.dasp_batch16 or spec == "eq"
+                run_dasp = not args.no_dasp and (not cpu or batch == 1 or args.dasp_batch16 or spec == "eq")
                 if run_dasp:
                     slow = cpu and "reverb" in spec
                     t_dasp = _time(

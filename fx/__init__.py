@@ -10,6 +10,12 @@ exports/imports them as plain dicts (``to_dict`` / ``from_dict``).  A chain of l
 effects (``eq``, ``reverb``, ``gain``: ``Effect.linear``) runs as one product of frequency
 responses, and ``Chain.process(..., mono=True)`` gives just the channel mean.
 
+Unit vectors are mapped with the ranges the processing rate holds (``Effect.param_ranges(sample_rate)``,
+``Chain.param_ranges(sample_rate)``): below 44.1 kHz the EQ's top bands end at 0.46 x the rate.  Pass the
+rate wherever a unit vector becomes physical values or back (``Chain.to_dict(u, sample_rate=...)``,
+``Chain.from_dict(d, sample_rate=...)``, ``Chain.set_settings(u, sample_rate=...)``); without it, the specs'
+whole ranges are used, which is right from 44.1 kHz up.
+
 Built-in effects (``type_name``): ``eq`` (:class:`ParametricEQ`), ``reverb``
 (:class:`NoiseReverb`), ``compressor`` (:class:`Compressor`), ``gain`` (:class:`Gain`),
 ``distortion`` (:class:`Distortion`).  Add your own with :func:`register_effect`.

@@ -21,6 +21,14 @@ Exported dict (``Chain.to_dict`` / ``Chain.from_dict``), JSON-compatible, physic
       ]
     }
 
+Sample rates: a unit vector means the physical values it maps to *at the rate it is processed at*
+(``Effect.unit_to_physical(u, sample_rate)``): where a rate cannot hold a parameter's whole range (the EQ's
+top bands below 44.1 kHz, ``Chain.param_ranges``), ``[0, 1]`` covers what it holds.  From 44.1 kHz up the
+built-in effects' ranges are whole and every rate maps alike, which is what ``sample_rate=None`` means
+throughout (``to_dict``, ``from_dict``, ``set_settings``, ``unit_to_physical``).  The stored settings remember
+the rate they were made for, so ``chain(audio, sample_rate)`` applies the same physical values at any rate
+(``Chain.settings_for``), or raises ``ValueError`` when that rate cannot hold them.
+
 Every parameter of every effect must be present, with no extra keys, as a finite number
 inside its ``[min, max]``.  Values are written rounded to 12 significant digits, so
 ``Chain.from_dict(d).to_dict() == d`` holds exactly for every dict written by ``to_dict``
@@ -30,6 +38,7 @@ in float64.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from numbers import Real
 
@@ -71,6 +80,8 @@ class Chain(torch.nn.Module):
         # A plain CPU float64 tensor rather than a buffer: Module.to(dtype) would round a buffer to float32
         # and break the exact dict round trip; process() casts it to the audio's device and dtype.
         self._settings = self.neutral_unit(torch.float64)
+        # The rate whose ranges the settings' unit values are mapped with (None: the specs' whole ranges).
+        self._settings_rate: float | None = None
 
     @classmethod
     def from_spec(cls, spec: str, seed: int = 0) -> "Chain":
@@ -100,6 +111,7 @@ class Chain(torch.nn.Module):
             sub = Chain([self.effects[k] for k in picked], seed=self._seed)
             if len(picked):
                 sub._settings = torch.cat([self._settings[starts[k] : starts[k + 1]] for k in picked])
+                sub._settings_rate = self._settings_rate
             return sub
         return self.effects[i]
 
@@ -120,9 +132,13 @@ class Chain(torch.nn.Module):
         :meth:`set_settings`)."""
         return self._settings.clone()
 
-    def set_settings(self, unit: Tensor | Sequence[float]) -> "Chain":
+    def set_settings(self, unit: Tensor | Sequence[float], sample_rate: float | None = None) -> "Chain":
         """Store new settings: ``(num_params,)`` (or ``(1, num_params)``) unit-space values, kept as float64
-        on the CPU and clamped to ``[0, 1]``.  ``ValueError`` for another shape or NaN/Inf.  Returns the chain."""
+        on the CPU and clamped to ``[0, 1]``.  ``sample_rate``: the rate whose ranges ``unit`` is mapped with
+        (the rate an optimizer processed at; ``None``: the specs' whole ranges, as at 44.1 kHz and up).
+        ``ValueError`` for another shape or NaN/Inf.  Returns the chain."""
+        if sample_rate is not None:
+            check_sample_rate(sample_rate)
         u = torch.as_tensor(unit).detach().to("cpu", torch.float64)
         if u.ndim == 2 and u.shape[0] == 1:
             u = u[0]
@@ -133,13 +149,45 @@ class Chain(torch.nn.Module):
         if not bool(torch.isfinite(u).all()):
             raise ValueError("settings contain NaN or Inf")
         self._settings = u.clamp(0.0, 1.0)
+        self._settings_rate = None if sample_rate is None else float(sample_rate)
         return self
 
-    def physical_settings(self, params: Tensor | None = None) -> list[dict[str, float]]:
+    @property
+    def settings_rate(self) -> float | None:
+        """The rate whose ranges the stored settings are mapped with (``None``: the specs' whole ranges)."""
+        return self._settings_rate
+
+    def settings_for(self, sample_rate: float) -> Tensor:
+        """The stored settings as a unit vector for processing at ``sample_rate``: the same physical values,
+        mapped with that rate's ranges (the stored vector itself when the two rates' ranges agree).
+        ``(num_params,)`` float64 on the CPU.
+
+        Raises:
+            ValueError: ``sample_rate`` cannot hold a stored value (e.g. an EQ band set at 15 kHz, not at 0 dB,
+                for 22.05 kHz audio).
+        """
+        check_sample_rate(sample_rate)
+        if self.param_ranges(sample_rate) == self.param_ranges(self._settings_rate):
+            return self._settings.clone()
+        physical = self.unit_to_physical(self._settings[None], self._settings_rate)
+        units = []
+        for effect, p in zip(self.effects, physical):
+            effect.check_rate_limits(sample_rate, p)
+            units.append(effect.physical_to_unit(p, sample_rate))
+        # a flat EQ band (0 dB) may sit above the rate's range: clamped, it stays flat
+        return torch.cat(units, dim=1)[0].clamp(0.0, 1.0) if units else self._settings.clone()
+
+    def param_ranges(self, sample_rate: float | None = None) -> list[dict[str, tuple[float, float]]]:
+        """Each effect's ``{parameter: (min, max)}`` at ``sample_rate`` (:meth:`Effect.param_ranges`), in chain
+        order: the physical ranges that rate holds, which the unit mapping at that rate covers.  ``None``: the
+        specs' ranges.  Pure Python."""
+        return [e.param_ranges(sample_rate) for e in self.effects]
+
+    def physical_settings(self, params: Tensor | None = None, sample_rate: float | None = None) -> list[dict[str, float]]:
         """The settings in physical units, one ``{name: value}`` dict per effect in chain order: the
         ``"params"`` entries of :meth:`to_dict` (same rounding).  ``params``: a unit vector to describe
-        instead of the stored settings."""
-        return [e["params"] for e in self.to_dict(params)["effects"]]
+        instead of the stored settings, mapped at ``sample_rate`` (as :meth:`to_dict`)."""
+        return [e["params"] for e in self.to_dict(params, sample_rate)["effects"]]
 
     # -- description ----------------------------------------------------------------------
 
@@ -165,6 +213,27 @@ class Chain(torch.nn.Module):
         return sum(e.num_params for e in self.effects)
 
     @property
+    def lookahead_seconds(self) -> float:
+        """How far ahead (s) input shapes the output: the sum of the effects' ``lookahead_seconds``."""
+        return sum(float(getattr(e, "lookahead_seconds", 0.0)) for e in self.effects)
+
+    def tail_samples(self, sample_rate: float, params: Tensor | None = None) -> int:
+        """How many samples the output rings on after the input ends: the sum over the effects of
+        ``Effect.output_tail_seconds`` (each until it has decayed by 60 dB, bounded by its own maximum), the
+        largest over a batch of settings.  ``params``: ``(num_params,)`` or ``(batch, num_params)`` unit
+        vector (default: the stored settings).  Reads the settings on the host (one sync)."""
+        check_sample_rate(sample_rate)
+        u = self.settings_for(sample_rate) if params is None else torch.as_tensor(params)
+        u = u.detach().to("cpu", torch.float64).reshape(-1, self.num_params).clamp(0.0, 1.0)
+        longest = 0.0
+        for row in u:
+            total = 0.0
+            for effect, p in zip(self.effects, self.unit_to_physical(row[None], sample_rate)):
+                total += float(effect.output_tail_seconds(sample_rate, {k: float(v[0]) for k, v in p.items()}))
+            longest = max(longest, total)
+        return int(math.ceil(longest * sample_rate))
+
+    @property
     def param_specs(self) -> list[tuple[int, ParamSpec]]:
         return [(i, s) for i, e in enumerate(self.effects) for s in e.param_specs]
 
@@ -172,14 +241,15 @@ class Chain(torch.nn.Module):
         """``(num_params,)`` unit-space vector of the neutral settings."""
         return torch.tensor([s.neutral_unit for _, s in self.param_specs], dtype=dtype, device=device)
 
-    def unit_to_physical(self, u: Tensor) -> list[dict[str, Tensor]]:
-        """``u`` ``(batch, num_params)`` -> one dict per effect of physical ``(batch,)`` tensors.
-        No clamping (``process`` clamps)."""
+    def unit_to_physical(self, u: Tensor, sample_rate: float | None = None) -> list[dict[str, Tensor]]:
+        """``u`` ``(batch, num_params)`` -> one dict per effect of physical ``(batch,)`` tensors, mapped with
+        ``sample_rate``'s ranges (:meth:`param_ranges`; ``None``: the specs' ranges).  On ``u``'s device and
+        dtype, differentiable in ``u``.  No clamping (``process`` clamps)."""
         if u.ndim != 2 or u.shape[1] != self.num_params:
             raise ValueError(f"expected params of shape (batch, {self.num_params}), got {tuple(u.shape)}")
         out, start = [], 0
         for e in self.effects:
-            out.append(e.unit_to_physical(u[:, start : start + e.num_params]))
+            out.append(e.unit_to_physical(u[:, start : start + e.num_params], sample_rate))
             start += e.num_params
         return out
 
@@ -198,6 +268,7 @@ class Chain(torch.nn.Module):
         params: Tensor | None = None,
         validate: bool = True,
         mono: bool = False,
+        tail: bool = False,
     ) -> Tensor:
         """Run the chain.
 
@@ -210,24 +281,29 @@ class Chain(torch.nn.Module):
             audio: ``(batch, channels, samples)`` or ``(1, channels, samples)`` (broadcast
                 to the parameter batch).
             sample_rate: Hz, in ``[8000, 192000]``.
-            params: ``(batch, num_params)`` (or ``(num_params,)`` for batch 1) in unit space;
-                values outside ``[0, 1]`` are clamped (zero gradient outside).  Cast to the
-                audio's device and dtype.  ``None``: the stored :attr:`settings`, for every
-                item of the audio batch.
+            params: ``(batch, num_params)`` (or ``(num_params,)`` for batch 1) in unit space, mapped with
+                ``sample_rate``'s ranges (:meth:`param_ranges`); values outside ``[0, 1]`` are clamped
+                (zero gradient outside).  Cast to the audio's device and dtype.  ``None``: the stored
+                settings (:meth:`settings_for` ``sample_rate``: the same physical values at every rate,
+                ``ValueError`` where the rate cannot hold one), for every item of the audio batch.
             validate: check ``params`` for NaN/Inf (``ValueError``); costs one host sync,
                 so a hot loop may pass ``False`` once its inputs are known to be good.
                 Shape and sample-rate checks always run (no sync).
             mono: return the mean of the output channels, ``(batch, 1, samples)``: what a listener
                 that downmixes to mono hears, computed without forming every channel's output when
                 the chain is linear.
+            tail: keep the effects' tails: the output is longer than the input by
+                :meth:`tail_samples` (the input followed by that much silence, processed; its start stays
+                sample-aligned with the input).  Reads the settings on the host (one sync).
 
         Returns:
-            ``(batch, channels, samples)``, or ``(batch, 1, samples)`` with ``mono``.
+            ``(batch, channels, samples)`` (``samples + tail_samples(...)`` with ``tail``), or
+            ``(batch, 1, ...)`` with ``mono``.
         """
         check_audio(audio)
         check_sample_rate(sample_rate)
         if params is None:
-            params = self._settings[None].expand(audio.shape[0], -1)
+            params = self.settings_for(sample_rate)[None].expand(audio.shape[0], -1)
         if not isinstance(params, Tensor):
             raise ValueError(f"params must be a torch.Tensor, got {type(params).__name__}")
         if params.ndim == 1:
@@ -241,13 +317,18 @@ class Chain(torch.nn.Module):
             raise ValueError(f"audio batch {audio.shape[0]} does not match params batch {batch} (or 1)")
         if validate and not bool(torch.isfinite(params).all()):
             raise ValueError("params contain NaN or Inf")
+        if tail:
+            extra = self.tail_samples(sample_rate, params)
+            if extra:
+                audio = torch.nn.functional.pad(audio, (0, extra))
         params = clamp_in_range(params.to(device=audio.device, dtype=audio.dtype), 0.0, 1.0)
         x = audio.expand(batch, -1, -1)
-        physical = self.unit_to_physical(params)
+        physical = self.unit_to_physical(params, sample_rate)
         if self._spectral_pays(sample_rate, x.shape[-1], mono):
             return self._process_spectral(x, sample_rate, physical, mono)
         for effect, p in zip(self.effects, physical):
-            x = effect.process(x, sample_rate, p)
+            # the unit mapping at this rate holds every value in its range: no host-side range check
+            x = effect._process(x, sample_rate, effect._prepare(x, sample_rate, p))
         return x.mean(dim=1, keepdim=True) if mono else x
 
     def _spectral_pays(self, sample_rate: float, samples: int, mono: bool) -> bool:
@@ -263,15 +344,16 @@ class Chain(torch.nn.Module):
         # The chain's impulse response is as long as the effects' together: room for it keeps the
         # circular convolution from wrapping onto the output.
         n_fft = F.next_fast_len(samples + sum(e.response_length(sample_rate, samples) - 1 for e in self.effects))
-        # Responses shared by all channels (shape (batch, 1, bins)) are kept apart from per-channel ones: the
-        # channel mean can then be taken before they are applied, on one channel's worth of bins.
-        shared = per_channel = None
+        # Responses shared by all channels (shape (batch, 1, bins)) are kept apart from per-channel and channel-
+        # mixing ones: they commute with everything, so the channel mean can be taken before they are applied,
+        # on one channel's worth of bins. The others are applied in chain order (a mix does not commute).
+        shared, ops = None, []
         for effect, p in zip(self.effects, physical):
-            h = effect.frequency_response(x, sample_rate, p, n_fft)
-            if h.shape[1] == 1:
+            h = effect._frequency_response(x, sample_rate, effect._prepare(x, sample_rate, p), n_fft)
+            if isinstance(h, Tensor) and h.shape[1] == 1:
                 shared = h if shared is None else shared * h
             else:
-                per_channel = h if per_channel is None else per_channel * h
+                ops.append(h)
         if x.shape[0] > 1 and x.stride(0) == 0:
             x = x[:1]  # one input shared by the batch: transformed once
         if mono:
@@ -279,8 +361,8 @@ class Chain(torch.nn.Module):
             # of its own over the spectra.
             x = x / x.shape[1]
         out = F.rfft(x, n_fft)
-        if per_channel is not None:
-            out = out * per_channel
+        for h in ops:
+            out = h.apply(out) if isinstance(h, F.CrossfeedResponse) else out * h
         if mono:
             out = out.sum(dim=1, keepdim=True)
         if shared is not None:
@@ -294,17 +376,25 @@ class Chain(torch.nn.Module):
         params: Tensor | None = None,
         validate: bool = True,
         mono: bool = False,
+        tail: bool = False,
     ) -> Tensor:
-        return self.process(audio, sample_rate, params, validate, mono)
+        return self.process(audio, sample_rate, params, validate, mono, tail)
 
     # -- export / import ------------------------------------------------------------------
 
-    def to_dict(self, params: Tensor | None = None) -> dict:
+    def to_dict(self, params: Tensor | None = None, sample_rate: float | None = None) -> dict:
         """The stored settings, or ``params`` ``(num_params,)`` (or ``(1, num_params)``) unit vector,
         as a plain dict in physical units (format in the module docstring).  Values are clamped
-        to ``[0, 1]`` first, as :meth:`process` does."""
+        to ``[0, 1]`` first, as :meth:`process` does.
+
+        ``sample_rate``: the rate ``params`` were processed at (the optimizer's), whose ranges map them
+        (:meth:`param_ranges`); ``None`` maps with the specs' ranges, which is the same for every rate from
+        44.1 kHz up and wrong below it wherever a range is limited (an EQ's top bands).  The stored settings
+        are always mapped with the rate they were stored for (:attr:`settings_rate`)."""
         if params is None:
-            params = self._settings
+            params, sample_rate = self._settings, self._settings_rate
+        elif sample_rate is not None:
+            check_sample_rate(sample_rate)
         u = torch.as_tensor(params).detach().to("cpu", torch.float64).reshape(-1)
         if u.shape[0] != self.num_params:
             raise ValueError(f"expected {self.num_params} params for chain {self.spec!r}, got {tuple(params.shape)}")
@@ -313,7 +403,8 @@ class Chain(torch.nn.Module):
         u = u.clamp(0.0, 1.0)
         effects, start = [], 0
         for e in self.effects:
-            vals = {s.name: _round(float(s.to_physical(u[start + j]))) for j, s in enumerate(e.param_specs)}
+            phys = e.unit_to_physical(u[None, start : start + e.num_params], sample_rate)
+            vals = {s.name: _round(float(phys[s.name][0])) for s in e.param_specs}
             effects.append({"type": e.type_name, "params": vals})
             start += e.num_params
         return {"chain": self.spec, "seed": self.seed, "effects": effects}
@@ -333,17 +424,23 @@ class Chain(torch.nn.Module):
             raise ValueError(f"unknown keys in params dict: {sorted(extra)}")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Chain":
+    def from_dict(cls, d: dict, sample_rate: float | None = None) -> "Chain":
         """Rebuild the chain from a dict written by :meth:`to_dict`, holding the dict's values as its
-        :attr:`settings` (float64, so ``from_dict(d).to_dict() == d``)."""
+        :attr:`settings` (float64, so ``from_dict(d).to_dict() == d``).  ``sample_rate``: the rate the settings
+        will be processed at, checked and mapped as :meth:`params_from_dict` does (processing at another rate
+        still applies the dict's values, see :meth:`settings_for`)."""
         cls._check_dict(d)
         chain = cls.from_spec(d["chain"], seed=d.get("seed", 0))
-        return chain.set_settings(chain.params_from_dict(d))
+        return chain.set_settings(chain.params_from_dict(d, sample_rate), sample_rate)
 
-    def params_from_dict(self, d: dict) -> Tensor:
-        """Unit vector ``(num_params,)`` float64 from a dict for *this* chain; ``ValueError``
-        if the dict is for another chain (spec, seed, effect types, parameter names) or
-        holds a missing, extra, non-finite or out-of-range value."""
+    def params_from_dict(self, d: dict, sample_rate: float | None = None) -> Tensor:
+        """Unit vector ``(num_params,)`` float64 from a dict for *this* chain, mapped with ``sample_rate``'s
+        ranges (``None``: the specs' ranges; see :meth:`to_dict`); ``ValueError``
+        if the dict is for another chain (spec, seed, effect types, parameter names),
+        holds a missing, extra, non-finite or out-of-range value, or a value ``sample_rate`` cannot hold
+        (e.g. an EQ band at 15 kHz, not at 0 dB, for 22.05 kHz audio: never moved into range)."""
+        if sample_rate is not None:
+            check_sample_rate(sample_rate)
         self._check_dict(d)
         if d["chain"].replace(" ", "") != self.spec:
             raise ValueError(f"params dict is for chain {d['chain']!r}, this chain is {self.spec!r}")
@@ -356,7 +453,7 @@ class Chain(torch.nn.Module):
         for i, (e, entry) in enumerate(zip(self.effects, d["effects"])):
             if not isinstance(entry, dict) or entry.get("type") != e.type_name or not isinstance(entry.get("params"), dict):
                 raise ValueError(f"effect {i} of params dict must be {{'type': {e.type_name!r}, 'params': {{...}}}}")
-            p = entry["params"]
+            p = e.upgrade_params(entry["params"])
             names = set(e.param_names)
             if set(p) != names:
                 raise ValueError(
@@ -368,7 +465,10 @@ class Chain(torch.nn.Module):
                     raise ValueError(
                         f"effect {i} ({e.type_name}): {s.name}={v!r} is not a number in [{s.min}, {s.max}] {s.unit}"
                     )
-                units.append(min(max(float(s.to_unit(torch.tensor(float(v), dtype=torch.float64))), 0.0), 1.0))
+            values = {s.name: torch.tensor([float(p[s.name])], dtype=torch.float64) for s in e.param_specs}
+            if sample_rate is not None:
+                e.check_rate_limits(sample_rate, values)
+            units += e.physical_to_unit(values, sample_rate)[0].clamp(0.0, 1.0).tolist()
         return torch.tensor(units, dtype=torch.float64)
 
     def extra_repr(self) -> str:

@@ -1,4 +1,4 @@
-"""tanh waveshaping distortion with level compensation and dry/wet mix."""
+"""tanh waveshaping distortion: oversampled, loudness-matched to its input, with a dry/wet mix."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ class Distortion(Effect):
     """See :func:`fx.functional.distortion`.  Neutral: mix 0 % (any drive)."""
 
     type_name = "distortion"
-    tail_seconds = 0.0
+    # the loudness window (100 ms) plus the resampling filters' reach (48 samples, 6 ms at 8 kHz)
+    tail_seconds = F.LEVEL_WINDOW_SECONDS + 2 * F.OVERSAMPLING_HALF_TAPS / 8000
+    lookahead_seconds = 2 * F.OVERSAMPLING_HALF_TAPS / 8000
     graph_safe = True
     param_specs = (
         ParamSpec("drive_db", "dB", 0.0, 40.0, "linear", 0.0, "gain into the tanh shaper"),
@@ -24,4 +26,4 @@ class Distortion(Effect):
     )
 
     def _process(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor]) -> Tensor:
-        return F.distortion(audio, params["drive_db"], params["mix"])
+        return F.distortion(audio, params["drive_db"], params["mix"], sample_rate)

@@ -1,4 +1,4 @@
-"""Compressor with real attack and release (over ``torchcomp``)."""
+"""Soft-knee compressor with an RMS detector and real attack and release (over ``torchcomp``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ __all__ = ["Compressor"]
 
 @register_effect
 class Compressor(Effect):
-    """See :func:`fx.functional.compressor`.  Neutral: threshold 0 dBFS, ratio 1, makeup 0 dB."""
+    """See :func:`fx.functional.compressor`.  Neutral: threshold 0 dBFS, ratio 1, makeup 0 dB (knee 6 dB).
+
+    A settings dict without ``knee_db`` (written before it existed) loads with ``knee_db = 0`` (hard knee),
+    as those settings were applied."""
 
     type_name = "compressor"
     # Over ten time constants of the slowest release (2 s, 10-90 %): the envelope has forgotten the past.
@@ -26,7 +29,10 @@ class Compressor(Effect):
         ParamSpec("attack_ms", "ms", 0.1, 100.0, "log", 10.0, "gain reduction time (10-90 %)"),
         ParamSpec("release_ms", "ms", 10.0, 2000.0, "log", 100.0, "gain recovery time (10-90 %)"),
         ParamSpec("makeup_gain_db", "dB", 0.0, 24.0, "linear", 0.0, "gain after compression"),
+        ParamSpec("knee_db", "dB", 0.0, 24.0, "linear", 6.0, "soft-knee width around the threshold; 0 = hard"),
     )
+    # Settings written before the knee existed were hard-knee.
+    legacy_defaults = {"knee_db": 0.0}
 
     def _process(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor]) -> Tensor:
         return F.compressor(audio, sample_rate, **params)

@@ -46,7 +46,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .params import ParamSpec, clamp_in_range
+from .params import ParamSpec, clamp_in_range, range_to_physical, range_to_unit
 
 __all__ = [
     "Effect",
@@ -113,7 +113,13 @@ class Effect(torch.nn.Module):
 
     type_name: ClassVar[str]
     param_specs: tuple[ParamSpec, ...]
+    # Values for parameters added after settings files were first written: a settings dict without them loads
+    # with these (see :meth:`upgrade_params`).
+    legacy_defaults: ClassVar[dict[str, float]] = {}
     tail_seconds: float | None = None
+    # How far ahead (s) input shapes the output (a linear-phase filter's half length); chunked rendering reads
+    # that much later audio too.
+    lookahead_seconds: float = 0.0
     graph_safe: bool = False
     linear: bool = False
 
@@ -130,9 +136,15 @@ class Effect(torch.nn.Module):
             ``(batch, channels, samples)``, differentiable in ``audio`` and every parameter.
 
         Raises:
-            ValueError: bad audio, sample rate, missing parameter or parameter batch.
+            ValueError: bad audio, sample rate, missing parameter or parameter batch, or a value outside what
+                ``sample_rate`` can hold (:meth:`param_ranges`; e.g. an EQ band above 0.46 x the rate), which
+                is never moved into range silently.  That check reads the values on the host (one sync, only
+                for effects whose ranges depend on the rate); :class:`~fx.Chain` skips it, its unit mapping
+                cannot leave the rate's ranges.
         """
-        return self._process(audio, sample_rate, self._prepare(audio, sample_rate, params))
+        prepared = self._prepare(audio, sample_rate, params)
+        self.check_rate_limits(sample_rate, prepared)
+        return self._process(audio, sample_rate, prepared)
 
     def forward(self, audio: Tensor, sample_rate: float, params: Mapping[str, Tensor | float]) -> Tensor:
         return self.process(audio, sample_rate, params)
@@ -172,11 +184,15 @@ class Effect(torch.nn.Module):
 
         Returns:
             ``(batch, channels, n_fft // 2 + 1)`` complex, or ``(batch, 1, n_fft // 2 + 1)`` when every
-            channel gets the same filter; on the audio's device, differentiable in every parameter.
+            channel gets the same filter, or a :class:`~fx.functional.CrossfeedResponse` when output channels
+            hear other input channels (apply it with its ``apply``); on the audio's device, differentiable in
+            every parameter.
         """
         if not self.linear:
             raise NotImplementedError(f"{type(self).__name__} is not a linear effect")
-        return self._frequency_response(audio, sample_rate, self._prepare(audio, sample_rate, params), n_fft)
+        prepared = self._prepare(audio, sample_rate, params)
+        self.check_rate_limits(sample_rate, prepared)
+        return self._frequency_response(audio, sample_rate, prepared, n_fft)
 
     def _frequency_response(self, audio: Tensor, sample_rate: float, params: dict[str, Tensor], n_fft: int) -> Tensor:
         """The response of a ``linear`` effect, for subclasses: inputs as for :meth:`_process`."""
@@ -196,20 +212,55 @@ class Effect(torch.nn.Module):
         """Physical neutral parameters, each ``(batch,)``."""
         return {s.name: torch.full((batch,), s.neutral, device=device, dtype=dtype) for s in self.param_specs}
 
-    def unit_to_physical(self, u: Tensor) -> dict[str, Tensor]:
-        """``u`` ``(batch, num_params)`` in unit space -> dict of physical ``(batch,)`` tensors."""
+    def param_ranges(self, sample_rate: float | None = None) -> dict[str, tuple[float, float]]:
+        """Each parameter's physical ``(min, max)`` at ``sample_rate``: what that rate can hold.
+
+        The spec's ``(min, max)`` unless the rate limits it (the EQ's top bands at rates below 44.1 kHz, see
+        :meth:`fx.ParametricEQ.param_ranges`); ``min == max`` means the parameter has one possible value
+        there.  ``None``: the specs' ranges, which every rate from 44.1 kHz up holds for the built-in effects.
+        The unit mapping at that rate (:meth:`unit_to_physical`) covers exactly these ranges.  Pure Python.
+        """
+        if sample_rate is not None:
+            check_sample_rate(sample_rate)
+        return {s.name: (s.min, s.max) for s in self.param_specs}
+
+    def check_rate_limits(self, sample_rate: float, params: Mapping[str, Tensor]) -> None:
+        """Raise ``ValueError`` when a physical value (batched ``(batch,)`` tensors, as :meth:`_process` gets
+        them) lies outside what ``sample_rate`` can hold.  Nothing to check by default; effects whose
+        :meth:`param_ranges` depend on the rate override it."""
+
+    def unit_to_physical(self, u: Tensor, sample_rate: float | None = None) -> dict[str, Tensor]:
+        """``u`` ``(batch, num_params)`` in unit space -> dict of physical ``(batch,)`` tensors.
+
+        ``sample_rate``: map ``[0, 1]`` onto the ranges that rate holds (:meth:`param_ranges`), so no unit
+        value gives a setting the rate cannot realise and every gradient stays non-zero inside the range;
+        ``None``: onto the specs' ranges (the same mapping for every rate where nothing is limited).  On
+        ``u``'s device and dtype; differentiable in ``u``; no clamping.
+        """
         if u.ndim != 2 or u.shape[1] != self.num_params:
             raise ValueError(
                 f"{self.type_name}: expected unit params of shape (batch, {self.num_params}), got {tuple(u.shape)}"
             )
-        return {s.name: s.to_physical(u[:, i]) for i, s in enumerate(self.param_specs)}
+        ranges = self.param_ranges(sample_rate)
+        out = {}
+        for i, s in enumerate(self.param_specs):
+            lo, hi = ranges[s.name]
+            out[s.name] = s.to_physical(u[:, i]) if (lo, hi) == (s.min, s.max) else range_to_physical(s, u[:, i], lo, hi)
+        return out
 
-    def physical_to_unit(self, params: Mapping[str, Tensor | float]) -> Tensor:
-        """Dict of physical values (each ``(batch,)`` or scalar) -> ``(batch, num_params)`` unit tensor."""
+    def physical_to_unit(self, params: Mapping[str, Tensor | float], sample_rate: float | None = None) -> Tensor:
+        """Dict of physical values (each ``(batch,)`` or scalar) -> ``(batch, num_params)`` unit tensor; the
+        inverse of :meth:`unit_to_physical` at the same ``sample_rate`` (no range check: see
+        :meth:`check_rate_limits`)."""
         missing = [s.name for s in self.param_specs if s.name not in params]
         if missing:
             raise ValueError(f"{self.type_name}: missing parameters {missing}")
-        cols = [s.to_unit(torch.as_tensor(params[s.name])) for s in self.param_specs]
+        ranges = self.param_ranges(sample_rate)
+        cols = []
+        for s in self.param_specs:
+            lo, hi = ranges[s.name]
+            x = torch.as_tensor(params[s.name])
+            cols.append(s.to_unit(x) if (lo, hi) == (s.min, s.max) else range_to_unit(s, x, lo, hi))
         return torch.stack(torch.broadcast_tensors(*[c.reshape(-1) for c in cols]), dim=1)
 
     def batch_params(
@@ -229,6 +280,20 @@ class Effect(torch.nn.Module):
             # Clamped to the range the DSP is designed for (a 0 s decay or a negative pre-delay is undefined).
             out[s.name] = clamp_in_range(v, s.min, s.max).expand(batch)
         return out
+
+    def upgrade_params(self, params: Mapping[str, float]) -> dict[str, float]:
+        """The documented mapping from settings written by an earlier version to this one's: parameters
+        missing from ``params`` that :attr:`legacy_defaults` names get those values.  Subclasses extend it
+        (e.g. a range that shrank).  Settings already in this version's form are returned unchanged."""
+        out = dict(params)
+        for name, value in self.legacy_defaults.items():
+            out.setdefault(name, value)
+        return out
+
+    def output_tail_seconds(self, sample_rate: float, params: Mapping[str, float]) -> float:
+        """How long (s) the output rings on after the input ends, at physical ``params`` (floats): until it has
+        decayed by 60 dB, at most the effect's own maximum.  0 for effects without a tail (the default)."""
+        return 0.0
 
     def extra_repr(self) -> str:
         return f"type_name={self.type_name!r}, num_params={self.num_params}"

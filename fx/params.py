@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["ParamSpec", "SCALES"]
+__all__ = ["ParamSpec", "SCALES", "range_to_physical", "range_to_unit"]
 
 SCALES = ("linear", "log")
 
@@ -84,6 +84,36 @@ class ParamSpec:
         """True when the physical value ``x`` lies in ``[min, max]`` (with a relative tolerance)."""
         tol = rel_tol * max(abs(self.min), abs(self.max))
         return math.isfinite(x) and self.min - tol <= x <= self.max + tol
+
+
+def range_to_physical(spec: ParamSpec, u: Tensor | float, low: float, high: float) -> Tensor:
+    """Map unit values ``u`` (any shape) onto the physical range ``[low, high]`` with ``spec``'s scale.
+
+    The mapping an effect uses at a sample rate where a parameter's range is narrower than its spec's (see
+    ``Effect.param_ranges``): ``[0, 1]`` covers exactly what the rate can hold, so the gradient is that of
+    :meth:`ParamSpec.to_physical` on the narrower range (non-zero everywhere inside it).  ``low == high`` (a
+    parameter with a single possible value at that rate) gives that value for every ``u``, with zero gradient.
+    On ``u``'s device and dtype; differentiable in ``u``; no clamping.
+    """
+    u = torch.as_tensor(u)
+    if low == high:
+        return torch.full_like(u, low) + 0.0 * u
+    if spec.scale == "log":
+        lo, hi = math.log(low), math.log(high)
+        return torch.exp(lo + u * (hi - lo))
+    return low + u * (high - low)
+
+
+def range_to_unit(spec: ParamSpec, x: Tensor | float, low: float, high: float) -> Tensor:
+    """Inverse of :func:`range_to_physical`; for ``low == high`` the spec's own :meth:`ParamSpec.to_unit`
+    (every unit value maps to that one value then)."""
+    x = torch.as_tensor(x)
+    if low == high:
+        return spec.to_unit(x)
+    if spec.scale == "log":
+        lo, hi = math.log(low), math.log(high)
+        return (torch.log(x) - lo) / (hi - lo)
+    return (x - low) / (high - low)
 
 
 def clamp_in_range(x: Tensor, low: float, high: float) -> Tensor:

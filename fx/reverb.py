@@ -102,6 +102,17 @@ class NoiseReverb(Effect):
         state["_noise_cache"] = OrderedDict()
         return state
 
+    # the pre-delay's fractional-delay kernel reaches 7 samples ahead (at most 1 ms, at 8 kHz)
+    lookahead_seconds = F.reverb.DELAY_HALF_TAPS / 8000
+
+    def output_tail_seconds(self, sample_rate: float, params) -> float:
+        """Pre-delay plus the longest RT60 among the bands below Nyquist (the wet decays by 60 dB by then),
+        at most ``ir_length_s`` plus the pre-delay; 0 when the mix is 0 % (dry)."""
+        if float(params["mix"]) <= 0.0:
+            return 0.0
+        rts = [float(params[f"band{k}_rt60_s"]) for k, c in enumerate(F.OCTAVE_CENTERS_HZ) if c / 2**0.5 < sample_rate / 2]
+        return min(max(rts, default=0.0), self.ir_length_s) + float(params["predelay_ms"]) / 1000.0
+
     @property
     def tail_seconds(self) -> float:
         predelay_max_s = next(s.max for s in self.param_specs if s.name == "predelay_ms") / 1000.0

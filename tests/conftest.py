@@ -5,7 +5,8 @@ in a temporary folder, built once per session); `clap_tokenizer_dir` is a small 
 Both are built by `text2fx.testing`, which benchmarks use too.
 
 Every test that needs the CLAP model (its code, files or weights) is marked `clap`, here rather than by hand:
-those using a CLAP fixture and those in the CLAP modules. `pytest -m "not clap"` runs the rest (fx, the
+those using a CLAP fixture and those in the CLAP modules. Whole-job features (batch workers, the report page
+and its browser tests) are marked `slow`. `pytest -m "not clap and not slow"` runs the unit tests (fx, the
 optimizer, the options layer, the pipeline on the cheap test embedder) on their own.
 """
 
@@ -19,12 +20,16 @@ from text2fx.testing import make_random_clap_checkpoint, make_test_tokenizer
 
 CLAP_FIXTURES = {"clap_checkpoint", "clap_tokenizer_dir", "clap_embedder", "cuda_clap_embedder"}
 CLAP_MODULES = {"test_clap.py", "test_clap_equivalence.py", "test_clap_files.py", "test_htsat_frontend.py"}
+# End-to-end features that run whole jobs, worker processes or a browser: seconds to a minute each.
+SLOW_MODULES = {"test_batch.py", "test_batch_workers.py", "test_report_page.py", "test_report_browser.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.name in CLAP_MODULES or CLAP_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.clap)
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -93,3 +93,10 @@ class RecordingChain:
 
     # indices of `process` calls whose output is spoiled (see `process`); none by default
     spoiled_calls: frozenset = frozenset()
+
+
+def spectral_engine(spec, index):
+    """An `Engine` over `SpectralTestEmbedder` (16 kHz, 1 s window) for batch workers (`EngineSpec.factory`)."""
+    from text2fx.engine import Engine
+
+    return Engine(SpectralTestEmbedder(sample_rate=16000, window_seconds=1.0), max_batch=spec.max_batch)

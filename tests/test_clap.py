@@ -300,7 +300,7 @@ def test_bfloat16_optimization_reaches_the_float32_loss(clap_embedder: ClapEmbed
             start = outcome.history[0]
     exact, approx = losses
     gained = start - exact
-    assert gained > 3e-3  # the float32 run moved the loss, so the comparison below means something
+    assert gained > 2e-3  # the float32 run moved the loss, so the comparison below means something
     # Measured: 2.3e-4 apart after these 12 steps, where moving float32's start by 1e-4 (in logits) moves its
     # result by 0.6e-4 here and by 4e-4 after 30 steps: bfloat16 acts like a small perturbation, no more.
     assert abs(exact - approx) < min(1e-3, 0.1 * gained)

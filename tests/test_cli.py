@@ -52,12 +52,14 @@ def test_full_run_through_real_checkpoint_and_render(tmp_path, clap_checkpoint, 
                "--tokenizer", clap_tokenizer_dir, "--steps", "2", "--restarts", "1", "--device", "cpu")
     printed = capsys.readouterr().out
     assert code == 0
-    assert "CLAP similarity" in printed and str(out) in printed
+    assert "CLAP similarity" in printed and str(out) in printed and "length:" in printed
     data, sr = sf.read(out, dtype="float32", always_2d=True)
     info = sf.info(out)
-    assert (sr, data.shape, info.subtype) == (44100, (int(44100 * 1.2), 1), "FLOAT")
-    assert np.abs(data).max() <= 10 ** (-1 / 20) + 1e-6
     report = json.loads(out.with_suffix(".json").read_text())
+    tail = report["output"]["tail_frames"]  # the reverb rings on after the input (0 if bypassed)
+    assert (sr, data.shape, info.subtype) == (44100, (int(44100 * 1.2) + tail, 1), "FLOAT")
+    assert report["output"]["frames"] == data.shape[0] and report["output"]["keep_length"] is False
+    assert np.abs(data).max() <= 10 ** (-1 / 20) + 1e-6
     jsonschema.validate(report, schema())
     assert report["clap"]["checkpoint"] == clap_checkpoint.name
     assert report["optimization"]["steps"] == 2 and len(report["optimization"]["history"]) == 2
@@ -100,7 +102,7 @@ def test_existing_output_is_refused_and_kept(tmp_path, shared_clap, capsys):
     one_line_error(capsys, run(src, "dark", "-o", out, *QUICK), 2, "already exists", "--overwrite")
     assert out.read_bytes() == b"precious"
     assert run(src, "dark", "-o", out, "--overwrite", *QUICK) == 0
-    assert sf.info(out).frames == int(44100 * 1.2)
+    assert sf.info(out).frames == json.loads(out.with_suffix(".json").read_text())["output"]["frames"]
 
 
 def test_output_equal_to_input_is_refused(tmp_path, capsys):
@@ -352,3 +354,37 @@ def test_render_reports_malformed_json_without_importing_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False" and "not valid JSON" in out.stderr
+
+
+def write_reverb_settings(path, value=0.9):
+    import fx
+    import torch
+
+    chain = fx.Chain.from_spec("reverb", seed=1)
+    u = torch.full((chain.num_params,), value)
+    path.write_text(json.dumps(chain.to_dict(u)))
+    return path, chain.tail_samples(8000, u)
+
+
+def test_render_keeps_the_tail_and_prints_it(tmp_path, capsys):
+    src = write_tone(tmp_path / "in.wav", sr=8000, seconds=1.0)
+    params, tail = write_reverb_settings(tmp_path / "verb.json")
+    assert run("render", src, params, "-o", tmp_path / "out.wav") == 0
+    assert sf.info(tmp_path / "out.wav").frames == 8000 + tail
+    assert "tail" in capsys.readouterr().out
+
+
+def test_render_keep_length_keeps_the_input_length(tmp_path, capsys):
+    src = write_tone(tmp_path / "in.wav", sr=8000, seconds=1.0)
+    params, _ = write_reverb_settings(tmp_path / "verb.json")
+    assert run("render", src, params, "-o", tmp_path / "out.wav", "--keep-length") == 0
+    assert sf.info(tmp_path / "out.wav").frames == 8000
+    assert "--keep-length" in capsys.readouterr().out
+
+
+def test_keep_length_keeps_the_input_length_and_the_report_says_so(tmp_path, shared_clap):
+    src = write_tone(tmp_path / "in.wav", sr=16000, seconds=1.2)
+    assert run(src, "airy", "--chain", "reverb", "-o", tmp_path / "out.wav", "--keep-length", *QUICK) == 0
+    output = json.loads((tmp_path / "out.json").read_text())["output"]
+    assert sf.info(tmp_path / "out.wav").frames == int(16000 * 1.2)
+    assert (output["keep_length"], output["frames"], output["tail_frames"]) == (True, int(16000 * 1.2), 0)

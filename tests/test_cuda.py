@@ -49,8 +49,9 @@ def test_engine_on_gpu_renders_like_cpu():
     engine = Engine(SpectralTestEmbedder(sample_rate=48000, device="cuda"))
     audio = (0.1 * np.random.default_rng(0).standard_normal((2, 48000))).astype(np.float32)
     r = engine.apply(audio, 48000, "bright", chain="eq,reverb", steps=5, restarts=2)
-    assert r.audio.shape == audio.shape and r.device.startswith("cuda")
-    assert np.abs(render(audio, 48000, r.report(), device="cpu") - r.audio).max() < 1e-4
+    assert r.audio.shape == (2, audio.shape[1] + r.tail_frames) and r.device.startswith("cuda")
+    # float32 FFTs of another size on each device (the output carries the reverb's tail)
+    assert np.abs(render(audio, 48000, r.report(), device="cpu") - r.audio).max() < 2e-4
 
 
 # GPU kernels are not bit-reproducible from run to run: two identical eager runs ended 1e-2 apart in their
@@ -152,7 +153,8 @@ def test_engine_uses_cuda_graphs_by_default(cuda_clap_embedder, captures):
     for a, b in zip(graphed, plain):
         assert np.allclose(a.history[:SHORT], b.history[:SHORT], atol=1e-4)
         assert len(a.history) == len(b.history) == GRAPH_MIN_STEPS + 5
-        assert a.audio.shape == b.audio.shape and np.isfinite(a.audio).all()
+        # the tail's length follows each run's own (drifting) reverb settings
+        assert a.audio.shape == (2, audio.shape[1] + a.tail_frames) and np.isfinite(a.audio).all()
 
 
 def test_bfloat16_graph_replay_matches_eager_steps(clap_checkpoint, clap_tokenizer_dir, cuda_clap_embedder, captures):

@@ -26,7 +26,9 @@ def engine():
 def test_apply_keeps_format(engine, sr, channels):
     audio = tone(sr, 1.2, channels)
     r = engine.apply(audio, sr, "bright", chain="eq,reverb", **FAST)
-    assert r.audio.shape == audio.shape and r.audio.dtype == np.float32
+    # the reverb's tail follows the input (0 frames for a bypass or a dry mix)
+    assert r.audio.shape == (channels, audio.shape[1] + r.tail_frames) and r.audio.dtype == np.float32
+    assert r.output_frames == r.audio.shape[1] and r.keep_length is False
     assert r.sample_rate == sr
     assert np.isfinite(r.audio).all() and np.abs(r.audio).max() <= 10 ** (-1 / 20) + 1e-6
     assert [e["type"] for e in r.params["effects"]] == ["eq", "reverb"]
@@ -108,8 +110,9 @@ def test_chunked_render_equals_whole_render(spec):
     # long decays and slow release, so chunk borders would show if the context were too short
     u = torch.full((chain.num_params,), 0.9)
     audio = tone(sr=8000, seconds=30.0)
-    whole, _ = rendering.render_array(chain, u, audio, 8000, chunk_seconds=100)
-    chunked, _ = rendering.render_array(chain, u, audio, 8000, chunk_seconds=7.0)
+    whole, _ = rendering.render_array(chain, u, audio, 8000, chunk_seconds=100, keep_length=False)
+    chunked, _ = rendering.render_array(chain, u, audio, 8000, chunk_seconds=7.0, keep_length=False)
+    assert whole.shape == chunked.shape
     assert np.abs(whole - chunked).max() < 1e-4  # float32 FFTs of different sizes round differently
 
 
@@ -230,3 +233,109 @@ def test_empty_input_list_and_unsigned_audio(engine):
     u8 = (128 + 100 * np.sin(np.arange(16000) / 5)).astype(np.uint8)
     r = engine.apply(u8, 16000, "warm", chain="gain", steps=2)
     assert abs(float(r.audio.mean())) < 0.01  # offset binary decoded around zero
+
+
+# --- tails: a reverb rings on after the input, unless keep_length ---------------------------------------------
+
+
+def reverb_at(value=0.9):
+    import fx
+    import torch
+
+    chain = fx.Chain.from_spec("reverb", seed=1)
+    return chain, torch.full((chain.num_params,), value)
+
+
+def test_reverb_output_is_longer_by_its_tail():
+    chain, u = reverb_at()
+    audio = 0.2 * tone(sr=8000, seconds=1.0)
+    tail = chain.tail_samples(8000, u)
+    out, _ = rendering.render_array(chain, u, audio, 8000, keep_length=False)
+    assert tail > 8000 and out.shape == (2, audio.shape[1] + tail)
+
+
+def test_keep_length_keeps_the_input_length():
+    chain, u = reverb_at()
+    audio = 0.2 * tone(sr=8000, seconds=1.0)
+    out, _ = rendering.render_array(chain, u, audio, 8000, keep_length=True)
+    assert out.shape == audio.shape
+
+
+def test_the_output_with_its_tail_starts_sample_aligned_with_the_input():
+    chain, u = reverb_at()
+    audio = 0.2 * tone(sr=8000, seconds=1.0)
+    long, gain_long = rendering.render_array(chain, u, audio, 8000, keep_length=False)
+    short, gain_short = rendering.render_array(chain, u, audio, 8000, keep_length=True)
+    assert gain_long == gain_short == 0.0
+    assert np.abs(long[:, : audio.shape[1]] - short).max() < 1e-5
+
+
+def test_the_tail_has_decayed_by_its_end():
+    chain, u = reverb_at()
+    audio = 0.2 * tone(sr=8000, seconds=1.0)
+    out, _ = rendering.render_array(chain, u, audio, 8000, keep_length=False)
+    last = np.abs(out[:, -400:]).max()  # the last 50 ms
+    assert 20 * np.log10(last / np.abs(out).max()) < -50
+
+
+def test_chunked_file_rendering_with_a_tail_equals_the_in_memory_one(tmp_path):
+    import soundfile as sf
+
+    from text2fx import audio_io
+
+    chain, u = reverb_at()
+    audio = 0.2 * tone(sr=8000, seconds=3.0)
+    sf.write(tmp_path / "in.wav", audio.T, 8000, subtype="FLOAT")
+    gain = rendering.render_file(chain, u, audio_io.probe(tmp_path / "in.wav"), tmp_path / "out.wav", "WAV",
+                                 "FLOAT", chunk_seconds=0.7, keep_length=False)
+    whole, whole_gain = rendering.render_array(chain, u, audio, 8000, keep_length=False)
+    written, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    assert gain == whole_gain and written.T.shape == whole.shape
+    assert np.abs(written.T - whole).max() < 1e-4
+
+
+def test_a_bypassed_render_has_no_tail():
+    chain, u = reverb_at()
+    assert rendering.tail_frames(None, u, 8000) == 0
+    audio = 0.2 * tone(sr=8000, seconds=1.0)
+    out, _ = rendering.render_array(None, u, audio, 8000, keep_length=False)
+    assert np.array_equal(out, audio)
+
+
+def test_render_keeps_the_tail_unless_keep_length():
+    chain, u = reverb_at()
+    audio = 0.2 * tone(sr=8000, seconds=1.0)
+    settings = chain.to_dict(u)
+    assert render(audio, 8000, settings).shape == (2, audio.shape[1] + chain.tail_samples(8000, u))
+    assert render(audio, 8000, settings, keep_length=True).shape == audio.shape
+    with pytest.raises(InputError, match="keep_length must be True or False, got 1"):
+        render(audio, 8000, settings, keep_length=1)
+
+
+def test_apply_reports_the_tail_and_keep_length(engine):
+    audio = tone(seconds=1.5)
+    r = engine.apply(audio, 16000, "bright", chain="reverb", **FAST)
+    out = json.loads(json.dumps(r.report()))["output"]
+    assert not r.bypassed and r.tail_frames > 0
+    assert out["keep_length"] is False and out["tail_frames"] == r.tail_frames
+    assert out["frames"] == r.audio.shape[1] == audio.shape[1] + r.tail_frames
+
+
+def test_apply_with_keep_length_keeps_the_input_length(engine):
+    audio = tone(seconds=1.5)
+    r = engine.apply(audio, 16000, "bright", chain="reverb", keep_length=True, **FAST)
+    out = r.report()["output"]
+    assert r.audio.shape == audio.shape
+    assert (out["keep_length"], out["frames"], out["tail_frames"]) == (True, audio.shape[1], 0)
+
+
+def test_apply_refuses_a_keep_length_that_is_not_a_bool(engine):
+    with pytest.raises(InputError, match="keep_length must be True or False, got 'yes'"):
+        engine.apply(tone(), 16000, "bright", chain="reverb", keep_length="yes", **FAST)
+
+
+def test_reports_from_before_tails_stay_valid(engine):
+    report = json.loads(json.dumps(engine.apply(tone(), 16000, "bright", chain="eq", **FAST).report()))
+    for key in ("keep_length", "frames", "tail_frames"):
+        del report["output"][key]
+    jsonschema.validate(report, schema())

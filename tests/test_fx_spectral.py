@@ -18,7 +18,7 @@ def _noise(batch, channels, n, seed=0, dtype=torch.float32):
 def _one_by_one(chain, x, sr, u, mono=False):
     """The reference: every effect's own `process`, in order, then the channel mean."""
     u = u.to(x.dtype).clamp(0, 1)
-    for effect, p in zip(chain, chain.unit_to_physical(u)):
+    for effect, p in zip(chain, chain.unit_to_physical(u, sr)):
         x = effect.process(x.expand(u.shape[0], -1, -1), sr, p)
     return x.mean(1, keepdim=True) if mono else x
 
@@ -100,7 +100,8 @@ def test_linear_chain_in_the_frequency_domain_equals_effects_one_by_one(spec, sr
     assert (y - expected).abs().max() < 1e-9 * expected.abs().max()
     # float32, as the optimizer runs it
     y32 = chain.process(x.float(), sr, u.float(), mono=mono)
-    assert (y32 - expected).abs().max() < 1e-4 * expected.abs().max()
+    # float32 rounding (the sharp-band IR and the cross-feed add a little over the 1e-4 this had before)
+    assert (y32 - expected).abs().max() < 2e-4 * expected.abs().max()
 
 
 @pytest.mark.parametrize("mono", [False, True])

@@ -211,7 +211,7 @@ def test_bypass_when_the_candidate_beats_its_loss_but_ends_less_similar(chain, e
     # The directional loss improves (moving along text - anchor), but the text is the input itself, so any
     # change lowers the similarity to it: the candidate does not beat the input.
     text = the_input_itself(embedder, clips)
-    recipe = Recipe(steps=10, lr=0.05, loss="directional", restarts=3, time_shift=False, patience=None)
+    recipe = Recipe(steps=30, lr=0.1, loss="directional", restarts=3, time_shift=False, patience=None)
     out = run(chain, embedder, clips, recipe, target=text)
     chosen = out.candidates[out.candidate]
     assert chosen["directional_loss"] < 1.0  # better than no change on its own loss...

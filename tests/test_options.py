@@ -49,11 +49,18 @@ def test_options_layer_imports_without_torch():
     (dict(recipe_changes={"lr": float("inf")}), "lr"),
     (dict(recipe_changes={"loss": "l2"}), "loss"),
     (dict(recipe_changes={"colour": 1}), "colour"),
+    (dict(keep_length=1), "keep_length must be True or False, got 1"),
+    (dict(keep_length=None), "keep_length must be True or False, got None"),
 ])
 def test_job_options_refuse_bad_values_as_usage_errors(changes, message):
     kwargs = {"prompts": ["warm"], **changes}
     with pytest.raises(UsageError, match=message.replace("{", r"\{").replace("}", r"\}").replace("(", r"\(")):
         JobOptions(**kwargs)
+
+
+def test_job_options_keep_the_tail_by_default():
+    assert JobOptions(prompts="warm").keep_length is False
+    assert JobOptions(prompts="warm", keep_length=True).keep_length is True
 
 
 def test_job_options_normalise():

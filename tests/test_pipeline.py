@@ -44,10 +44,19 @@ def test_a_run_that_cannot_beat_the_input_returns_it_as_bypass(engine, embedder,
 
     chain = fx.Chain.from_spec("eq,reverb")
     assert r.bypassed and r.report()["bypassed"] is True
-    assert r.params["effects"] == chain.to_dict(chain.neutral_unit())["effects"]
+    assert r.params["effects"] == chain.to_dict(chain.neutral_unit(), sample_rate=16000)["effects"]
     assert r.similarity_after == r.similarity_before
     assert np.array_equal(r.audio, audio)  # the input itself, not the chain at neutral settings
     jsonschema.validate(json.loads(json.dumps(r.report())), schema())
+
+
+def test_a_bypassed_result_has_no_tail(engine, embedder):
+    audio = tone()
+    pin_text_to_input(embedder, audio, "as it is")
+    r = engine.apply(audio, 16000, "as it is", chain="reverb", steps=4, restarts=2)
+    out = r.report()["output"]
+    assert r.bypassed and r.audio.shape == audio.shape
+    assert (out["keep_length"], out["frames"], out["tail_frames"]) == (False, audio.shape[1], 0)
 
 
 def test_an_improving_run_is_not_bypassed_and_never_ends_below_the_input(engine):
@@ -148,7 +157,8 @@ def test_a_full_disk_is_named_as_such(tmp_path, monkeypatch):
     monkeypatch.setattr(audio_io.shutil, "disk_usage", lambda p: type("U", (), {"free": 0})())
     chain = fx.Chain.from_spec("gain")
     with pytest.raises(OutputError, match="no space left on the device"):
-        rendering.render_file(chain, chain.neutral_unit(), audio_io.probe(src), tmp_path / "o.wav", "WAV", "FLOAT")
+        rendering.render_file(chain, chain.neutral_unit(), audio_io.probe(src), tmp_path / "o.wav", "WAV", "FLOAT",
+                              keep_length=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav"]
 
 
@@ -170,3 +180,27 @@ def test_render_reads_json_saved_with_a_byte_order_mark(tmp_path):
     path = tmp_path / "bom.json"
     path.write_bytes(b"\xef\xbb\xbf" + json.dumps(chain.to_dict(chain.neutral_unit())).encode())
     np.testing.assert_allclose(render(tone(), 16000, path), tone(), atol=1e-6)
+
+
+def test_apply_files_writes_the_tail_unless_keep_length(engine, tmp_path):
+    src = tmp_path / "take.wav"
+    sf.write(src, tone(seconds=1.2).T, 16000, subtype="FLOAT")
+    long, = engine.apply_files(src, "airy", chain="reverb", steps=2, output=tmp_path / "long.wav")
+    short, = engine.apply_files(src, "airy", chain="reverb", steps=2, output=tmp_path / "short.wav",
+                                keep_length=True)
+    report = json.loads((tmp_path / "long.json").read_text())["output"]
+    assert not long.bypassed and long.tail_frames > 0
+    assert sf.info(long.output_path).frames == report["frames"] == int(16000 * 1.2) + long.tail_frames
+    assert sf.info(short.output_path).frames == int(16000 * 1.2) and short.tail_frames == 0
+    a, _ = sf.read(long.output_path, dtype="float32")
+    b, _ = sf.read(short.output_path, dtype="float32")
+    # same settings (same seed), same start, once each level policy's gain is undone
+    assert long.params == short.params
+    np.testing.assert_allclose(a[: len(b)] / 10 ** (long.output_gain_db / 20),
+                               b / 10 ** (short.output_gain_db / 20), atol=1e-5)
+
+
+def test_result_save_writes_the_longer_output(engine, tmp_path):
+    r = engine.apply(tone(), 16000, "airy", chain="reverb", steps=2)
+    audio_path, report_path = r.save(tmp_path / "airy.wav")
+    assert sf.info(audio_path).frames == r.audio.shape[1] == json.loads(report_path.read_text())["output"]["frames"]

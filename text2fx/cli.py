@@ -2,6 +2,8 @@
 
     text2fx INPUT [INPUT ...] PROMPT [options]      optimize effects toward the words, write audio + settings
     text2fx render INPUT PARAMS.json -o OUT         re-apply saved settings
+    text2fx plot PARAMS.json -o CURVES.png          draw saved settings (EQ curve, reverb decay, ...)
+    text2fx batch MANIFEST -o OUTDIR                every row of a manifest (see text2fx.batch)
 
 Exit codes: 0 success; 2 usage errors (bad options, unknown effect, empty prompt, output path conflicts);
 1 runtime errors (unreadable input, missing model files, ...); 130 interrupted. Errors are one line.
@@ -30,7 +32,7 @@ from text2fx.options import (
     OutputOptions,
     chain_value,
 )
-from text2fx.report import BYPASS_NOTE, load_chain, read_settings
+from text2fx.report import BYPASS_NOTE, load_chain, read_settings, settings_at
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -38,6 +40,11 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line instead of usage + message
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+KEEP_LENGTH_HELP = ("give the output the input's length (default: an effect with a tail, e.g. a reverb, makes "
+                    "the output longer by that tail, until it has decayed by 60 dB; the start stays aligned "
+                    "with the input either way)")
 
 
 def _main_parser() -> argparse.ArgumentParser:
@@ -82,9 +89,45 @@ def _main_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", metavar="DIR", help="folder with roberta-base vocab.json and merges.txt (else "
                    "$TEXT2FX_CLAP_TOKENIZER, else cached/downloaded)")
     p.add_argument("--subtype", help="output sample format, e.g. PCM_16, PCM_24, FLOAT (default: the input's)")
+    p.add_argument("--keep-length", action="store_true", help=KEEP_LENGTH_HELP)
+    p.add_argument("--html", nargs="?", const=True, metavar="PAGE.html",
+                   help="also write a listening report page (players with A/B switch, spectrograms, the settings "
+                   "drawn, the optimization, a map of CLAP's space); default OUT.html, or text2fx-report.html "
+                   "for several results")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     return p
+
+
+def _plot_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="text2fx plot", description="Draw saved effect settings (no CLAP): the EQ's magnitude "
+                "response, the reverb's decay per band and energy decay curve, compressor and distortion curves.")
+    p.add_argument("params", metavar="PARAMS.json", help="a text2fx report or its 'chain' part")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="image file (.png, .svg or .pdf)")
+    p.add_argument("--sample-rate", type=int, default=48000, help="rate the curves are computed at (default 48000)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing image")
+    return p
+
+
+def run_plot(argv: list[str]) -> int:
+    args = _plot_parser().parse_args(argv)
+    out = Path(args.output)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise UsageError(f"output {out}: give an image name ending in .png, .svg or .pdf")
+    from text2fx import audio_io, outputs
+    from text2fx.options import sample_rate_value
+
+    sample_rate = sample_rate_value(args.sample_rate)
+    outputs.check_target(out, [Path(args.params)], args.overwrite)
+    outputs.check_writable(out)
+    settings = read_settings(args.params)  # a malformed file is reported before torch is imported
+    from text2fx import plots
+
+    fig = plots.settings_figure(load_chain(settings, source=args.params), sample_rate, title=Path(args.params).name)
+    with audio_io.atomic_path(out) as tmp:
+        plots.save_figure(fig, tmp, out.suffix.lower()[1:])
+    print(f"wrote {out}")
+    return EXIT_OK
 
 
 def _render_parser() -> argparse.ArgumentParser:
@@ -94,6 +137,7 @@ def _render_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--chain", help="refuse settings that are not for this chain spec")
     p.add_argument("--subtype", help="output sample format (default: the input's)")
+    p.add_argument("--keep-length", action="store_true", help=KEEP_LENGTH_HELP)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default: cpu)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -146,7 +190,8 @@ def _options(args, prompts: list[str]) -> tuple[JobOptions, EngineOptions]:
     job = JobOptions(prompts=prompts, chain=args.chain, preset=args.preset, seed=args.seed,
                      recipe_changes={k: v for k, v in changes.items() if v is not None},
                      template=DEFAULT_TEMPLATE if args.template is None else args.template,
-                     anchor=DEFAULT_ANCHOR if args.anchor is None else args.anchor)
+                     anchor=DEFAULT_ANCHOR if args.anchor is None else args.anchor,
+                     keep_length=args.keep_length)
     engine = EngineOptions(checkpoint=args.clap_ckpt, tokenizer=args.tokenizer, device=args.device,
                            precision=args.precision,
                            **({} if args.max_batch is None else {"max_batch": args.max_batch}))
@@ -165,7 +210,8 @@ def run_main(argv: list[str]) -> int:
 
     # Every option and output path is checked before torch is imported or the model loads.
     options, engine_options = _options(args, prompts)
-    output = OutputOptions(output=args.output, params=args.params, subtype=args.subtype, overwrite=args.overwrite)
+    output = OutputOptions(output=args.output, params=args.params, subtype=args.subtype, overwrite=args.overwrite,
+                           html=args.html)
     job = pipeline.file_job(inputs, options, output)
 
     from text2fx import devices
@@ -195,6 +241,8 @@ def run_main(argv: list[str]) -> int:
     if not args.quiet:
         for result, plan in zip(results, job.plans):
             _print_result(result, plan)
+        if job.html is not None:
+            print(f"report page: {job.html}")
         print(f"done in {time.perf_counter() - started:.1f} s on {engine.device}")
     return EXIT_OK
 
@@ -206,9 +254,18 @@ def _print_result(result, plan) -> None:
     print(f"  CLAP similarity {result.similarity_before:+.3f} -> {result.similarity_after:+.3f}   "
           f"({o['loss']} loss {o['loss_value']:.4f}, {o['steps_run']} steps, best at step {o['best_step']}, "
           f"output gain {result.output_gain_db:+.1f} dB)")
+    print(f"  length: {_length(result.output_frames, result.tail_frames, result.sample_rate, result.keep_length)}")
     if result.bypassed:
         print(f"  {BYPASS_NOTE}")
     print("\n".join(_format_settings(result)))
+
+
+def _length(frames: int, tail: int, sample_rate: int, keep_length: bool) -> str:
+    """How long an output is, and why: "5.00 s (the input's: --keep-length)", "7.31 s (input + 2.31 s tail)"."""
+    text = f"{frames / sample_rate:.2f} s"
+    if keep_length:
+        return f"{text} (the input's: --keep-length)"
+    return f"{text} (input + {tail / sample_rate:.2f} s tail)" if tail else f"{text} (the input's: no tail)"
 
 
 def run_render(argv: list[str]) -> int:
@@ -231,9 +288,13 @@ def run_render(argv: list[str]) -> int:
 
     device = devices.resolve(args.device)
     chain = load_chain(settings, args.chain, source=args.params)
-    gain = rendering.render_file(chain.to(device), chain.settings, info, out, fmt, subtype, device)
+    unit = settings_at(chain, info.sample_rate)
+    tail = rendering.tail_frames(chain, unit, info.sample_rate, args.keep_length)
+    gain = rendering.render_file(chain.to(device), unit, info, out, fmt, subtype, device,
+                                 keep_length=args.keep_length)
     if not args.quiet:
-        print(f"wrote {out}  (chain {chain.spec}, output gain {gain:+.1f} dB)")
+        length = _length(info.frames + tail, tail, info.sample_rate, args.keep_length)
+        print(f"wrote {out}  (chain {chain.spec}, output gain {gain:+.1f} dB, length {length})")
     return EXIT_OK
 
 
@@ -255,6 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "render":
             return run_render(argv[1:])
+        if argv and argv[0] == "plot":
+            return run_plot(argv[1:])
+        if argv and argv[0] == "batch":
+            from text2fx.batch.cli import run as run_batch
+
+            return run_batch(argv[1:])
         return run_main(argv)
     except UsageError as e:
         print(f"text2fx: error: {e}", file=sys.stderr)

@@ -96,7 +96,9 @@ class Engine:
         seed: int = 0,
         template: str = DEFAULT_TEMPLATE,
         anchor: str = DEFAULT_ANCHOR,
+        keep_length: bool = False,
         progress: pipeline.ProgressFn | None = None,
+        record: bool = False,
         **recipe_changes,
     ) -> Result | list[Result]:
         """Process audio toward prompt(s), results in memory.
@@ -111,8 +113,15 @@ class Engine:
             seed: makes the run reproducible (bit-exact on CPU); also seeds the reverb's noise.
             template: how a prompt is phrased for the text encoder (`{prompt}` is replaced).
             anchor: the directional loss's contrasting text (`{prompt}` is replaced).
+            keep_length: give each output its input's length. False (the default): when the chain has an
+                effect with a tail (a reverb), the output is longer than the input by that tail (until it has
+                decayed by 60 dB, bounded by the effect's own maximum; `Result.tail_frames`). The output's
+                start is sample-aligned with the input either way; a bypassed result has no tail.
             progress: called as `progress(step, steps, loss, best_loss)`: once at step 0, after the first
                 step, then every few steps.
+            record: keep what `Result.save_html` draws beyond the result itself: the input audio, and the
+                CLAP embeddings of the map (the audio every few optimization steps, at no extra forward pass;
+                texts and input/output audio embedded once afterwards).
             **recipe_changes: single settings of the preset (`text2fx.recipe.Recipe` fields: loss, steps, lr,
                 restarts, init, excerpts, time_shift, patience, min_delta, check_every); None leaves one as
                 the preset has it, except `patience=None`, which disables the early stop.
@@ -120,8 +129,8 @@ class Engine:
         Returns:
             A `Result` for a single input array and prompt, else a list ordered input by input, prompt by prompt.
         """
-        options = _job_options(prompt, chain, preset, seed, template, anchor, recipe_changes)
-        job = pipeline.array_job(audio, sample_rate, options)
+        options = _job_options(prompt, chain, preset, seed, template, anchor, keep_length, recipe_changes)
+        job = pipeline.array_job(audio, sample_rate, options, record=record)
         results = pipeline.run(self, job, progress)
         return results[0] if job.single else results
 
@@ -135,10 +144,12 @@ class Engine:
         params: str | os.PathLike | None = None,
         subtype: str | None = None,
         overwrite: bool = False,
+        html: str | os.PathLike | bool | None = None,
         preset: str = "auto",
         seed: int = 0,
         template: str = DEFAULT_TEMPLATE,
         anchor: str = DEFAULT_ANCHOR,
+        keep_length: bool = False,
         progress: pipeline.ProgressFn | None = None,
         **recipe_changes,
     ) -> list[Result]:
@@ -153,13 +164,15 @@ class Engine:
             params: the report's path for one input and one prompt (default: the audio path with .json).
             subtype: output sample format, e.g. "PCM_16", "PCM_24", "FLOAT".
             overwrite: replace existing files.
+            html: also write the report page: True (beside the output: OUT.html, or text2fx-report.html for
+                several results) or a path ending in .html; checked before any optimization starts.
             The other arguments are those of `apply`.
 
         Returns:
             One `Result` per (input, prompt), input-major, with `output_path` set and `audio` None.
         """
-        options = _job_options(prompt, chain, preset, seed, template, anchor, recipe_changes)
-        out = OutputOptions(output=output, params=params, subtype=subtype, overwrite=overwrite)
+        options = _job_options(prompt, chain, preset, seed, template, anchor, keep_length, recipe_changes)
+        out = OutputOptions(output=output, params=params, subtype=subtype, overwrite=overwrite, html=html)
         job = pipeline.file_job([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs, options, out)
         return pipeline.run(self, job, progress)
 
@@ -173,13 +186,14 @@ class Engine:
         return Recipe.from_preset(preset, **changes)
 
 
-def _job_options(prompt, chain, preset, seed, template, anchor, recipe_changes) -> JobOptions:
+def _job_options(prompt, chain, preset, seed, template, anchor, keep_length, recipe_changes) -> JobOptions:
     changes = {k: v for k, v in recipe_changes.items() if v is not None or k == "patience"}
     return JobOptions(prompts=prompt, chain=chain, preset=preset, recipe_changes=changes, seed=seed,
-                      template=template, anchor=anchor)
+                      template=template, anchor=anchor, keep_length=keep_length)
 
 
-def render(audio, sample_rate: int, params, device: str | torch.device = "cpu") -> np.ndarray:
+def render(audio, sample_rate: int, params, device: str | torch.device = "cpu", *,
+           keep_length: bool = False) -> np.ndarray:
     """Re-apply saved settings to any audio; no CLAP needed.
 
     Args:
@@ -187,17 +201,23 @@ def render(audio, sample_rate: int, params, device: str | torch.device = "cpu") 
         sample_rate: Hz.
         params: a report (dict or JSON path) or its `chain` part.
         device: where to run the chain.
+        keep_length: give the output the input's length; False (the default): longer by the chain's tail,
+            as `Engine.apply` does.
 
     Returns:
-        `(channels, samples)` float32, with the same level policy as `Engine.apply`.
+        `(channels, samples + tail)` float32, with the same level policy as `Engine.apply`; the start is
+        sample-aligned with the input.
     """
     from text2fx import devices, rendering
     from text2fx.inputs import as_audio
-    from text2fx.options import sample_rate_value
-    from text2fx.report import load_chain
+    from text2fx.options import flag_value, sample_rate_value
+    from text2fx.report import load_chain, settings_at
 
+    flag_value(keep_length, "keep_length")
     x = as_audio(audio, sample_rate)
     chain = load_chain(params)
     device = devices.resolve(device)
-    out, _ = rendering.render_array(chain.to(device), chain.settings, x, sample_rate_value(sample_rate), device)
+    rate = sample_rate_value(sample_rate)
+    out, _ = rendering.render_array(chain.to(device), settings_at(chain, rate), x, rate, device,
+                                    keep_length=keep_length)
     return out

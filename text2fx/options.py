@@ -1,6 +1,6 @@
 """What a job asks for, checked once: the options layer shared by the command line and the Python API.
 
-`JobOptions` (prompts, chain, recipe, seed, template, anchor), `EngineOptions` (model files, device,
+`JobOptions` (prompts, chain, recipe, seed, template, anchor, keep_length), `EngineOptions` (model files, device,
 precision, batch size) and `OutputOptions` (where results are written) are frozen values whose constructors
 check every field and raise `UsageError` (an `InputError`) with a one-line message. The CLI builds them from its arguments and
 `Engine` from its keyword arguments, so both doors refuse the same things with the same words.
@@ -130,6 +130,13 @@ def device_value(device) -> str | None:
     return name
 
 
+def flag_value(value, name: str) -> bool:
+    """A True/False option; 1, "yes" and None are refused (a typo must not silently pick a behaviour)."""
+    if not isinstance(value, bool):
+        raise UsageError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def choice(value, name: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise UsageError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
@@ -148,6 +155,10 @@ class JobOptions:
         seed: makes the run reproducible; also seeds the reverb's noise.
         template: how a prompt is phrased for the text encoder (`{prompt}` is replaced).
         anchor: the directional loss's contrasting text (`{prompt}` is replaced).
+        keep_length: render each output with its input's length. False (the default): an output whose chain
+            has a tail (a reverb) is longer than its input by that tail (until it has decayed by 60 dB,
+            bounded by the effect's own maximum; see `text2fx.rendering`); its start stays sample-aligned
+            with the input either way. A bypassed result has no tail.
     """
 
     prompts: tuple[str, ...]
@@ -157,6 +168,7 @@ class JobOptions:
     seed: int = 0
     template: str = DEFAULT_TEMPLATE
     anchor: str = DEFAULT_ANCHOR
+    keep_length: bool = False
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
@@ -168,6 +180,7 @@ class JobOptions:
         set_("seed", seed_value(self.seed))
         set_("template", text_value(self.template, "template", needs_prompt=True))
         set_("anchor", text_value(self.anchor, "anchor", needs_prompt=False))
+        flag_value(self.keep_length, "keep_length")
 
     def recipe(self, preset: str) -> Recipe:
         """The recipe for a resolved preset name (not "auto"), with this job's changes."""
@@ -202,8 +215,7 @@ class EngineOptions:
         if self.precision is not None:
             choice(self.precision, "precision", PRECISIONS)
         set_("max_batch", _usage(integer, self.max_batch, "max_batch", 1))
-        if not isinstance(self.cuda_graphs, bool):
-            raise UsageError(f"cuda_graphs must be True or False, got {self.cuda_graphs!r}")
+        flag_value(self.cuda_graphs, "cuda_graphs")
 
 
 @dataclass(frozen=True)
@@ -216,22 +228,29 @@ class OutputOptions:
         params: the settings file, for one input and one prompt (default: the audio path with .json).
         subtype: sample format of the audio, e.g. PCM_16, PCM_24, FLOAT (default: the input's).
         overwrite: replace existing files.
+        html: also write the report page (`text2fx.page`): True for the default place (one result: the
+            audio path with .html; several: `text2fx-report.html` in the output folder, or beside the first
+            input), or a path ending in .html. None/False: no page.
     """
 
     output: str | None = None
     params: str | None = None
     subtype: str | None = None
     overwrite: bool = False
+    html: str | bool | None = None
 
     def __post_init__(self) -> None:
+        if self.html is not None and not isinstance(self.html, (bool, str, Path)):
+            raise UsageError(f"html must be True or a path ending in .html, got {type(self.html).__name__}")
+        if isinstance(self.html, (str, Path)) and Path(self.html).suffix.lower() not in (".html", ".htm"):
+            raise UsageError(f"html {str(self.html)!r}: the page's name must end in .html")
         for name in ("output", "params", "subtype"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, Path)):
                 raise UsageError(f"{name} must be a path, got {type(value).__name__}")
             if value is not None and not str(value):
                 raise UsageError(f"{name} is empty")
-        if not isinstance(self.overwrite, bool):
-            raise UsageError(f"overwrite must be True or False, got {self.overwrite!r}")
+        flag_value(self.overwrite, "overwrite")
 
 
 def replace(options, **changes):

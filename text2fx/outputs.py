@@ -110,6 +110,31 @@ def plan(infos: Sequence[audio_io.AudioInfo], prompts: Sequence[str], options: O
     return plans
 
 
+HTML_NAME = "text2fx-report.html"
+
+
+def plan_html(plans: Sequence[OutputPlan], infos: Sequence[audio_io.AudioInfo], options: OutputOptions) -> Path | None:
+    """Where the report page goes (`options.html`), checked like every output; None when no page is asked.
+
+    Default: one result's page is its audio path with .html; several results share one page,
+    `text2fx-report.html` in the output folder (or beside the first input)."""
+    if options.html is None or options.html is False:
+        return None
+    if options.html is not True:
+        path = Path(options.html)
+    elif len(plans) == 1:
+        path = plans[0].audio.with_suffix(".html")
+    else:
+        folder = Path(options.output) if options.output is not None else infos[0].path.parent
+        path = folder / HTML_NAME
+    taken = {p.absolute() for plan in plans for p in (plan.audio, plan.params)}
+    if path.absolute() in taken:
+        raise UsageError(f"the page {path} would also be written as another output; give it another name")
+    check_target(path, [info.path for info in infos], options.overwrite)
+    check_writable(path)
+    return path
+
+
 def _check_audio_name(audio: Path) -> None:
     suffix = audio.suffix.lower()
     if suffix == ".json":

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import math
 import zlib
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 from text2fx import inputs as inputs_
@@ -20,6 +22,8 @@ from text2fx import outputs as outputs_
 from text2fx.options import JobOptions, OutputOptions
 
 ProgressFn = Callable[[int, int, float, float], None]
+# With `Job.record`, the audio's embedding is kept every this many steps (the report page's map).
+RECORD_EVERY = 5
 
 
 @dataclass
@@ -29,14 +33,23 @@ class Job:
     Attributes:
         sources: the inputs.
         options: prompts, chain, recipe changes, seed, template, anchor.
-        plans: one `OutputPlan` per (input, prompt), input-major; None when results stay in memory.
+        plans: one `OutputPlan` per pair of `pairs`, in that order; None when results stay in memory.
         single: one array and one prompt were given (the API then returns one `Result`, not a list).
+        selected: the (input index, prompt index) pairs to run, when not every input with every prompt (a
+            batch manifest's rows); None: all of them, input-major.
+        report_extra: per pair of `pairs`, keys added to its written report (e.g. a batch row's settings hash).
+        record: keep what the report page draws (each result's `embeddings`, and an array input's audio).
+        html: where to write the report page of all results (a file job with `--html`), or None.
     """
 
     sources: list
     options: JobOptions
     plans: list[outputs_.OutputPlan] | None = None
     single: bool = False
+    selected: list[tuple[int, int]] | None = None
+    report_extra: list[dict] | None = None
+    record: bool = False
+    html: Path | None = None
     prepared: list[inputs_.Prepared] | None = field(default=None, repr=False)
     _prepared_for: tuple | None = field(default=None, repr=False)
 
@@ -49,21 +62,24 @@ class Job:
 
     @property
     def pairs(self) -> list[tuple[int, int]]:
-        """(input index, prompt index) of every result, input-major."""
+        """(input index, prompt index) of every result: `selected`, else every pair input-major."""
+        if self.selected is not None:
+            return list(self.selected)
         return [(i, j) for i in range(len(self.sources)) for j in range(len(self.options.prompts))]
 
 
-def array_job(audio, sample_rate, options: JobOptions) -> Job:
-    """A job over arrays (one, or a list), results kept in memory."""
+def array_job(audio, sample_rate, options: JobOptions, record: bool = False) -> Job:
+    """A job over arrays (one, or a list), results kept in memory (`record`: with what a page draws)."""
     sources, single = inputs_.array_sources(audio, sample_rate)
-    return Job(sources, options, None, single and len(options.prompts) == 1)
+    return Job(sources, options, None, single and len(options.prompts) == 1, record=bool(record))
 
 
 def file_job(paths: Sequence, options: JobOptions, output: OutputOptions) -> Job:
     """A job over audio files, results written as files at planned, checked paths."""
     sources = inputs_.file_sources(paths)
     plans = outputs_.plan([s.info for s in sources], options.prompts, output)
-    return Job(sources, options, plans)
+    html = outputs_.plan_html(plans, [s.info for s in sources], output)
+    return Job(sources, options, plans, record=html is not None, html=html)
 
 
 @dataclass
@@ -91,7 +107,8 @@ def _batches(job: Job, prepared, recipe, max_batch: int) -> list[tuple[int, list
     per_candidate = 2 if recipe.loss == "best" else 1
     batches = []
     for (sr, n_exc, *_), members in groups.items():
-        pairs = [(i, j) for i in members for j in range(len(job.options.prompts))]
+        in_group = set(members)
+        pairs = [(i, j) for i, j in job.pairs if i in in_group]
         size = max(1, max_batch // (recipe.restarts * per_candidate * n_exc))
         batches += [(sr, pairs[start : start + size]) for start in range(0, len(pairs), size)]
     return batches
@@ -127,6 +144,7 @@ def optimize(engine, job: Job, chain, recipe, progress: ProgressFn | None = None
             # keyed by the text, so a prompt gets the same random draws alone or in a batch
             target_keys=[zlib.crc32(texts[j].encode()) for _, j in pairs],
             cuda_graph=None if engine.cuda_graphs else False,
+            record_every=RECORD_EVERY if job.record else None,
         )
         for (i, j), outcome in zip(pairs, outcomes):
             offsets_s = [o / prepared[i].source.sample_rate for o in prepared[i].offsets]
@@ -143,32 +161,82 @@ def run(engine, job: Job, progress: ProgressFn | None = None) -> list:
     from text2fx.recipe import resolve_preset
     from text2fx.report import from_outcome, write
 
+    started = time.perf_counter()
     options = job.options
     preset = resolve_preset(options.preset, engine.device)
     recipe = options.recipe(preset)
     chain = fx.Chain.from_spec(options.chain, seed=options.seed).to(engine.device)
     targets = optimize(engine, job, chain, recipe, progress)
 
+    index = {pair: k for k, pair in enumerate(job.pairs)}
     results = []
     for t in targets:
         source, outcome = job.sources[t.input], t.outcome
         # A bypassed result is the input itself: no effect is run over it, not even at neutral settings.
         render_chain = None if outcome.bypassed else chain
+        keep_length = options.keep_length
+        # what the renderers add after the input (0 for a bypass or with keep_length), for the report
+        tail = rendering.tail_frames(render_chain, outcome.params, source.sample_rate, keep_length)
         audio, path = None, None
         if job.plans is None:
             audio, gain = rendering.render_array(render_chain, outcome.params, source.audio, source.sample_rate,
-                                                 engine.device)
+                                                 engine.device, keep_length=keep_length)
         else:
-            plan = job.plans[t.input * len(options.prompts) + t.prompt]
+            plan = job.plans[index[t.input, t.prompt]]
             plan.audio.parent.mkdir(parents=True, exist_ok=True)
             gain = rendering.render_file(render_chain, outcome.params, source.info, plan.audio, plan.format,
-                                         plan.subtype, engine.device)
+                                         plan.subtype, engine.device, keep_length=keep_length)
             path = plan.audio
         result = from_outcome(
-            engine, chain, outcome, recipe, preset, options, t.prompt, t.offsets_s, source, audio, gain,
+            engine, chain, outcome, recipe, preset, options, t.prompt, t.offsets_s, source, audio, gain, tail,
         )
         if path is not None:
             result.output_path = str(path)
-            write(plan.params, result.report(), overwrite=True)
+            extra = job.report_extra[index[t.input, t.prompt]] if job.report_extra is not None else {}
+            write(plan.params, {**result.report(), **extra}, overwrite=True)
+        result.histories, result.candidate = outcome.histories, outcome.candidate
+        result.candidate_kinds = [c["loss"] for c in outcome.candidates]
         results.append(result)
+    if job.record:
+        _record_map(engine, job, chain, targets, results)
+    for result in results:
+        result.seconds = time.perf_counter() - started
+    if job.html is not None:
+        from text2fx.page import write_html
+
+        write_html(results, job.html, overwrite=True)
     return results
+
+
+def _record_map(engine, job: Job, chain, targets: list[_Target], results: list) -> None:
+    """Each result's `embeddings` for the page's map: its texts, the paper's prompts (as the template phrases
+    them), and its input and output audio (the windows the optimizer heard, mean over windows). A few forward
+    passes per job, after the optimization."""
+    import torch
+
+    from text2fx.page import paper_prompts
+
+    embedder, options = engine.embedder, job.options
+    context_texts = paper_prompts()
+    with torch.no_grad():
+        emb = embedder.embed_text([options.template.format(prompt=p) for p in context_texts]
+                                  + options.texts() + options.anchors()).float().cpu().numpy()
+        n, m = len(context_texts), len(options.prompts)
+        context, texts, anchors = emb[:n], emb[n : n + m], emb[n + m :]
+        for t, result in zip(targets, results):
+            prep, outcome = job.prepared[t.input], t.outcome
+            sr = prep.source.sample_rate
+            clips = torch.from_numpy(prep.excerpts).to(engine.device)
+            input_emb = embedder.embed_audio(clips, sr).mean(0)
+            output_emb = input_emb
+            if not outcome.bypassed:
+                u = outcome.params.to(engine.device, clips.dtype)[None].expand(clips.shape[0], -1)
+                output_emb = embedder.embed_audio(chain.process(clips, sr, u), sr).mean(0)
+            result.embeddings = {
+                "context_texts": context_texts, "context_emb": context,
+                "prompt_emb": texts[t.prompt], "anchor_emb": anchors[t.prompt],
+                "input_emb": input_emb.float().cpu().numpy(), "output_emb": output_emb.float().cpu().numpy(),
+                "path": None if outcome.path is None else outcome.path.numpy(), "path_steps": outcome.path_steps,
+            }
+            if job.plans is None:
+                result.source_audio = job.sources[t.input].audio

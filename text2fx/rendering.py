@@ -5,8 +5,15 @@ scaled down (one gain for the whole file) so that its peak is exactly -1 dBFS; o
 (no gain is ever added). The gain applied is reported (`output_gain_db`, 0 or negative).
 
 Inputs are processed in chunks of `chunk_seconds`, each preceded by enough earlier audio ("context") for the
-effects' memory (reverb tail, filter ring, compressor envelope) to be exact, so an hour-long file needs no
+effects' memory (reverb tail, filter ring, compressor envelope) and followed by the little later audio their
+linear-phase filters look ahead to (`lookahead_seconds`), so the output is exact and an hour-long file needs no
 more memory than a minute of it.
+
+Tails: with `keep_length=False`, the output is longer than the input by the chain's tail (`fx.Chain.tail_samples`:
+until a reverb has decayed by 60 dB), processed as the input followed by that much silence; its start stays
+sample-aligned with the input. With `keep_length=True` the output has the input's length. `render_array` and
+`render_file` take `keep_length` as a required keyword, so every caller states which it wants; the jobs
+(`JobOptions.keep_length`), `text2fx.render` and the command's `--keep-length` default to False (tails kept).
 """
 
 from __future__ import annotations
@@ -42,6 +49,23 @@ def context_seconds(chain) -> float:
     return total
 
 
+def tail_frames(chain, params: torch.Tensor, sample_rate: int, keep_length: bool = False) -> int:
+    """Frames the output adds after the input: the chain's tail at `params` (`(P,)` unit space), 0 with
+    `keep_length` or without a chain (a bypassed result)."""
+    if chain is None or keep_length or not hasattr(chain, "tail_samples"):
+        return 0
+    return int(chain.tail_samples(sample_rate, params.detach().reshape(1, -1)))
+
+
+def _read_padded(source: Source, start: int, frames: int) -> np.ndarray:
+    # `frames` frames from `start` of the source followed by silence (the tail's input)
+    have = max(0, min(frames, source.frames - start))
+    block = source.read(start, have) if have else np.zeros((source.channels, 0), dtype=np.float32)
+    if have == frames:
+        return np.ascontiguousarray(block)
+    return np.concatenate([block, np.zeros((block.shape[0], frames - have), dtype=block.dtype)], axis=1)
+
+
 def process_chunks(
     chain,
     params: torch.Tensor,
@@ -49,21 +73,25 @@ def process_chunks(
     write: Callable[[np.ndarray], None],
     device: torch.device | str = "cpu",
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    tail: int = 0,
 ) -> float:
-    """Process `source` through `chain` at `params` (`(P,)` unit space), handing each output chunk
-    `(channels, frames)` to `write` in order. Returns the output's peak absolute value. `chain` None
-    passes the audio through untouched (a bypassed result)."""
+    """Process `source` followed by `tail` frames of silence through `chain` at `params` (`(P,)` unit space),
+    handing each output chunk `(channels, frames)` to `write` in order. Returns the output's peak absolute
+    value. `chain` None passes the audio through untouched (a bypassed result)."""
     sr = source.sample_rate
     chunk = max(1, int(chunk_seconds * sr))
     context = int(math.ceil(context_seconds(chain) * sr))
+    ahead = 0 if chain is None else int(math.ceil(float(getattr(chain, "lookahead_seconds", 0.0)) * sr))
+    total = source.frames + max(0, int(tail))
     p = params.detach().reshape(1, -1).to(device=device, dtype=torch.float32)
     peak = 0.0
     with torch.no_grad():
-        for start in range(0, source.frames, chunk):
-            n = min(chunk, source.frames - start)
+        for start in range(0, total, chunk):
+            n = min(chunk, total - start)
             pre = min(context, start)
-            x = torch.from_numpy(np.ascontiguousarray(source.read(start - pre, n + pre))).to(device)
-            y = x[:, pre:] if chain is None else chain.process(x[None], sr, p)[0, :, pre:]
+            post = min(ahead, total - start - n)
+            x = torch.from_numpy(_read_padded(source, start - pre, n + pre + post)).to(device)
+            y = x[:, pre : pre + n] if chain is None else chain.process(x[None], sr, p)[0, :, pre : pre + n]
             y = y.cpu().numpy()
             if not np.isfinite(y).all():
                 raise FloatingPointError("effect chain produced NaN or Inf")
@@ -83,10 +111,12 @@ def gain_db(gain: float) -> float:
 
 def render_array(
     chain, params: torch.Tensor, audio: np.ndarray, sample_rate: int, device="cpu",
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS, *, keep_length: bool,
 ) -> tuple[np.ndarray, float]:
-    """Process `(channels, samples)` audio; returns (output `(channels, samples)` float32, gain in dB)."""
-    out = np.empty(audio.shape, dtype=np.float32)
+    """Process `(channels, samples)` audio; returns (output `(channels, samples + tail)` float32, gain in dB),
+    the tail being `tail_frames(...)` (0 with `keep_length`)."""
+    tail = tail_frames(chain, params, sample_rate, keep_length)
+    out = np.empty((audio.shape[0], audio.shape[1] + tail), dtype=np.float32)
     pos = 0
 
     def write(block: np.ndarray) -> None:
@@ -94,7 +124,7 @@ def render_array(
         out[:, pos : pos + block.shape[1]] = block
         pos += block.shape[1]
 
-    peak = process_chunks(chain, params, ArraySource(audio, sample_rate), write, device, chunk_seconds)
+    peak = process_chunks(chain, params, ArraySource(audio, sample_rate), write, device, chunk_seconds, tail)
     gain = level_gain(peak)
     if gain != 1.0:
         out *= np.float32(gain)
@@ -103,17 +133,19 @@ def render_array(
 
 def render_file(
     chain, params: torch.Tensor, info: audio_io.AudioInfo, out_path: Path, fmt: str, subtype: str,
-    device="cpu", chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    device="cpu", chunk_seconds: float = DEFAULT_CHUNK_SECONDS, *, keep_length: bool,
 ) -> float:
     """Process the file `info` into `out_path` (atomically; a float scratch file holds the output until its
-    peak is known). Returns the gain applied in dB."""
+    peak is known), `tail_frames(...)` longer than the input unless `keep_length`. Returns the gain applied
+    in dB."""
+    tail = tail_frames(chain, params, info.sample_rate, keep_length)
     out_path = Path(out_path)
     scratch = None
     try:
         fd, scratch = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=".scratch.wav", dir=out_path.parent)
         os.close(fd)
         with audio_io.BlockWriter(Path(scratch), info.sample_rate, info.channels, "RF64", "FLOAT") as w:
-            peak = process_chunks(chain, params, FileSource(info), w.write, device, chunk_seconds)
+            peak = process_chunks(chain, params, FileSource(info), w.write, device, chunk_seconds, tail)
         gain = np.float32(level_gain(peak))
         block = max(1, int(chunk_seconds * info.sample_rate))
         with audio_io.atomic_path(out_path) as tmp, audio_io.BlockWriter(

@@ -32,9 +32,10 @@ def units(chain) -> list[dict[str, str]]:
 
 
 def from_outcome(engine, chain, outcome, recipe, preset: str, options, prompt: int, offsets_s: list[float],
-                 source, audio, gain_db: float):
+                 source, audio, gain_db: float, tail_frames: int = 0):
     """The `Result` of one optimized (input, prompt) pair: settings in physical units, units, what was asked,
-    how the optimization went (`outcome`: a `text2fx.optimize.Outcome`)."""
+    how the optimization went (`outcome`: a `text2fx.optimize.Outcome`), and the output (`tail_frames` longer
+    than the input, see `text2fx.rendering`)."""
     from text2fx.result import Result
 
     embedder = engine.embedder
@@ -56,10 +57,12 @@ def from_outcome(engine, chain, outcome, recipe, preset: str, options, prompt: i
         "max_batch": engine.max_batch,
     }
     return Result(
-        audio=audio, sample_rate=source.sample_rate, params=chain.to_dict(outcome.params), units=units(chain),
+        audio=audio, sample_rate=source.sample_rate, params=chain.to_dict(outcome.params, sample_rate=source.sample_rate), units=units(chain),
         prompt=options.prompts[prompt], text=options.texts()[prompt], anchor=options.anchors()[prompt],
         history=outcome.history, similarity_before=outcome.similarity_before,
         similarity_after=outcome.similarity_after, bypassed=outcome.bypassed, output_gain_db=gain_db,
+        keep_length=options.keep_length, output_frames=source.frames + int(tail_frames),
+        tail_frames=int(tail_frames),
         optimization=optimization, checkpoint=getattr(embedder, "name", type(embedder).__name__),
         device=str(engine.device),
         input={"path": None if source.path is None else str(source.path), "sample_rate": source.sample_rate,
@@ -85,8 +88,19 @@ def to_json(result) -> dict:
         "similarity": {"before": result.similarity_before, "after": result.similarity_after},
         "bypassed": result.bypassed,
         "input": result.input,
-        "output": {"path": result.output_path, "gain_db": result.output_gain_db, "level_policy": LEVEL_POLICY},
+        "output": output_json(result),
     }
+
+
+def output_json(result) -> dict:
+    """The report's `output` part: where the audio went, its level, and its length (input + tail). The length
+    fields are left out for a result that does not know them (one built by hand)."""
+    out = {"path": result.output_path, "gain_db": result.output_gain_db, "level_policy": LEVEL_POLICY}
+    for key in ("keep_length", "frames", "tail_frames"):
+        value = getattr(result, "output_frames" if key == "frames" else key, None)
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def write(path: str | os.PathLike, report: dict, overwrite: bool = False) -> Path:
@@ -140,6 +154,18 @@ def read_settings(params: Any, source: str = "params") -> dict:
 
 def canonical_spec(spec: str) -> str:
     return ",".join(n.strip() for n in str(spec).split(","))
+
+
+def settings_at(chain, sample_rate: int):
+    """`chain`'s stored settings as the unit vector for audio at `sample_rate` (`fx.Chain.settings_for`).
+
+    Raises:
+        InputError: the rate cannot hold a stored value (e.g. an EQ band above its Nyquist range).
+    """
+    try:
+        return chain.settings_for(sample_rate)
+    except ValueError as e:
+        raise InputError(f"these settings cannot be applied at {sample_rate} Hz: {e}") from None
 
 
 def load_chain(params: Any, expected_spec: str | None = None, source: str = "params"):

@@ -37,6 +37,18 @@ class Result:
         checkpoint, device: the embedder's weights and where it ran.
         input: path (None for arrays), sample_rate, channels, frames of the input.
         output_path: where the audio was written, if it was.
+        keep_length: whether the output was cut to the input's length (`JobOptions.keep_length`).
+        output_frames: the output's length in frames: the input's plus `tail_frames`.
+        tail_frames: frames the output rings on after the input ends (an effect's tail, e.g. a reverb's
+            until it has decayed by 60 dB); 0 with `keep_length`, for a bypassed result, or a chain without
+            a tail. The output's start is sample-aligned with the input's either way.
+        histories: the loss at each step of every candidate (restart) of the optimization; `candidate` is
+            the kept one's index and `candidate_kinds` each one's loss.
+        embeddings: what the report page's map draws, recorded when asked (`--html`, `record=True`): CLAP
+            embeddings of the prompt and anchor texts, the paper's prompts, the input and output audio, and
+            the audio every few steps of the optimization (`path`, at `path_steps`). Not in the JSON report.
+        source_audio: the input audio, kept when recording for a page (in-memory results).
+        seconds: wall time of the run that made this result (all its results together).
     """
 
     audio: np.ndarray | None
@@ -56,7 +68,31 @@ class Result:
     input: dict | None = None
     output_path: str | None = None
     bypassed: bool = False
+    keep_length: bool | None = None
+    output_frames: int | None = None
+    tail_frames: int | None = None
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    histories: list[list[float]] | None = field(default=None, repr=False)
+    candidate: int | None = None
+    candidate_kinds: list[str] | None = field(default=None, repr=False)
+    embeddings: dict | None = field(default=None, repr=False)
+    source_audio: np.ndarray | None = field(default=None, repr=False)
+    seconds: float | None = None
+
+    def save_html(self, path: str | os.PathLike, overwrite: bool = False, projection: str = "pca",
+                  embed_audio: bool | None = None) -> Path:
+        """Write the listening report page (see `text2fx.page.write_html`; for several results call that with
+        a list): players with an A/B switch, spectrograms, the settings drawn, the optimization and the map of
+        CLAP's space (when recorded: `record=True`)."""
+        from text2fx.page import write_html
+
+        return write_html([self], path, overwrite=overwrite, projection=projection, embed_audio=embed_audio)
+
+    def plot(self, sample_rate: int | None = None):
+        """A matplotlib figure of every effect's settings (EQ curve, reverb decay, ...), e.g. for a notebook."""
+        from text2fx.plots import settings_figure
+
+        return settings_figure(self.params, sample_rate or self.sample_rate, title=f"\u201c{self.prompt}\u201d")
 
     def report(self) -> dict:
         """The JSON-ready report (schema `text2fx.result/1`)."""

@@ -15,10 +15,10 @@ modules are not named after functions, which would shadow them):
 * :mod:`~fx.functional.eq`: the six-band parametric EQ and biquad responses.
 * :mod:`~fx.functional.reverb`: the noise-shaped reverb, its band noise and ``fractional_delay``.
 * :mod:`~fx.functional.dynamics`: ``compressor``.
-* :mod:`~fx.functional.waveshaping`: ``distortion`` (tanh waveshaper).
+* :mod:`~fx.functional.waveshaping`: ``distortion`` (oversampled, loudness-matched tanh waveshaper).
 """
 
-from .dynamics import compressor
+from .dynamics import DETECTOR_MS, compressor, compressor_gain_db
 from .eq import (
     EQ_MAX_FREQ_RATIO,
     EQ_RESPONSE_SECONDS,
@@ -28,10 +28,11 @@ from .eq import (
     parametric_eq,
     sos_frequency_response,
 )
-from .fft import fft_convolve, next_fast_len, rfft
+from .fft import CrossfeedResponse, fft_convolve, next_fast_len, rfft
 from .level import db_to_amp, gain
 from .reverb import (
     OCTAVE_CENTERS_HZ,
+    STEREO_CROSSFEED,
     fractional_delay,
     noise_reverb,
     octave_band_masks,
@@ -40,12 +41,19 @@ from .reverb import (
     reverb_response,
     reverb_response_length,
 )
-from .waveshaping import distortion, tanh_rms_gain
+from .waveshaping import LEVEL_WINDOW_SECONDS, OVERSAMPLING, OVERSAMPLING_HALF_TAPS, distortion, tanh_rms_gain
 
 __all__ = [
+    "CrossfeedResponse",
+    "DETECTOR_MS",
+    "compressor_gain_db",
+    "STEREO_CROSSFEED",
     "EQ_MAX_FREQ_RATIO",
     "EQ_RESPONSE_SECONDS",
     "EQ_SECTIONS",
+    "LEVEL_WINDOW_SECONDS",
+    "OVERSAMPLING",
+    "OVERSAMPLING_HALF_TAPS",
     "OCTAVE_CENTERS_HZ",
     "compressor",
     "db_to_amp",

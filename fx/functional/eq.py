@@ -26,9 +26,11 @@ __all__ = [
     "sos_frequency_response",
 ]
 
-# EQ band frequencies are clamped to this fraction of the sample rate at process time:
-# RBJ biquads degenerate as w0 -> pi, and 0.45 * sr keeps every band a proper filter.
-EQ_MAX_FREQ_RATIO = 0.45
+# The highest band frequency a sample rate holds, as a fraction of the rate: RBJ biquads degenerate as
+# w0 -> pi; 0.46 keeps every band a proper filter and holds the EQ's whole 20 kHz range from 44.1 kHz up.
+# fx.ParametricEQ maps its unit range onto frequencies below it and refuses physical settings above it;
+# these functions clamp (the last guard, for direct calls and for 0 dB bands, which are flat at any frequency).
+EQ_MAX_FREQ_RATIO = 0.46
 
 # The sections, in parameter order, and their filter types.
 EQ_SECTIONS = ("low_shelf", "band0", "band1", "band2", "band3", "high_shelf")
@@ -59,7 +61,8 @@ def parametric_eq(x: Tensor, sample_rate: float, **params: Tensor) -> Tensor:
         sample_rate: Hz.
         **params: for each section ``s`` in ``low_shelf, band0..band3, high_shelf``:
             ``{s}_gain_db`` (dB), ``{s}_cutoff_freq`` (Hz), ``{s}_q_factor``; each ``(batch,)``.
-            Frequencies are clamped to ``<= 0.45 * sample_rate``.
+            Frequencies are clamped to ``<= EQ_MAX_FREQ_RATIO * sample_rate`` (0.46; ``fx.ParametricEQ``
+            never passes a band above that with a gain other than 0 dB: it raises instead).
 
     Returns:
         ``(batch, channels, samples)``.

@@ -8,9 +8,11 @@ inputs (float32/float64) and is differentiable with respect to every tensor argu
 from __future__ import annotations
 
 import torch
+from typing import NamedTuple
+
 from torch import Tensor
 
-__all__ = ["next_fast_len", "rfft", "fft_convolve"]
+__all__ = ["next_fast_len", "rfft", "fft_convolve", "CrossfeedResponse"]
 
 
 def next_fast_len(n: int) -> int:
@@ -95,3 +97,25 @@ def fft_convolve(x: Tensor, ir: Tensor) -> Tensor:
     if x.shape[0] > 1 and x.stride(0) == 0:
         x = x[:1]
     return torch.fft.irfft(rfft(x, n_fft) * rfft(ir, n_fft), n=n_fft)[..., :t]
+
+
+class CrossfeedResponse(NamedTuple):
+    """A linear response that mixes channels: for input spectra ``X`` ``(batch or 1, channels, bins)``,
+    output channel ``c`` is ``diagonal_c * ((1 - feed) X_c + feed * mean_d X_d) + common * mean_d X_d``.
+
+    What a linear effect returns from ``_frequency_response`` when every output channel hears every input
+    channel (the true-stereo reverb).  ``diagonal``: ``(batch, channels, bins)`` complex; ``common``:
+    ``(batch, 1, 1)`` or ``(batch, channels, bins)``, real or complex; ``feed``: a Python float.  The
+    channel mixes act on the (often batch-1) input, so the only full-size passes are ``diagonal``'s product
+    and ``common``'s sum.  Any device; differentiable in every tensor.
+    """
+
+    diagonal: Tensor
+    common: Tensor
+    feed: float = 0.0
+
+    def apply(self, spectrum: Tensor) -> Tensor:
+        """``spectrum`` ``(batch or 1, channels, bins)`` -> ``(batch, channels, bins)``."""
+        mean = spectrum.mean(dim=1, keepdim=True)
+        fed = spectrum if self.feed == 0.0 else (1.0 - self.feed) * spectrum + self.feed * mean
+        return torch.addcmul(self.common * mean, self.diagonal, fed)

@@ -51,6 +51,7 @@ def optimize(
     progress: ProgressFn | None = None,
     target_keys: Sequence[int] | None = None,
     cuda_graph: bool | None = None,
+    record_every: int | None = None,
 ) -> list[Outcome]:
     """Optimize `chain`'s parameters for each target (an input excerpt set paired with a text).
 
@@ -85,6 +86,9 @@ def optimize(
             if the capture fails the loop warns and runs without. True: always (CUDA only), failures
             raise. False: never. The kernels, and so the result, are the same either way (on a GPU, to the
             run-to-run float differences that GPU kernels have anyway).
+        record_every: keep the embedding of each candidate's processed audio (mean over its excerpts) every
+            this many steps, from the forward pass each step makes anyway, into a buffer allocated once
+            (`Outcome.path`). None (default): nothing recorded. The losses and results are the same either way.
 
     Returns:
         One `Outcome` per target.
@@ -107,9 +111,11 @@ def optimize(
         batch = shifted(batch_clips, shifts.index_select(0, step_t)[0]) if shifts is not None else batch_clips
         # sigmoid keeps parameters finite and in range: skip the chain's check, which waits for the device.
         processed = chain.process(batch, sample_rate, u.repeat_interleave(n_exc, 0), validate=False, **mono)
-        return objective.own(*objective.losses(embedder.embed_audio(processed, sample_rate)))
+        emb = embedder.embed_audio(processed, sample_rate)
+        path_emb = emb.detach().view(layout.n_candidates, n_exc, -1).mean(1) if record_every else None
+        return objective.own(*objective.losses(emb)), path_emb
 
-    state = LoopState(z0, recipe.lr, recipe.steps, recipe.min_delta)
+    state = LoopState(z0, recipe.lr, recipe.steps, recipe.min_delta, record_every, input_emb.shape[-1])
 
     def step() -> None:
         state.step(loss_of)
@@ -134,4 +140,4 @@ def optimize(
         final = objective.losses(embedder.embed_audio(processed, sample_rate))
         unchanged = objective.unchanged()
     return choose(layout, final, unchanged, state.best_u, chain.neutral_unit(), state.history, state.best_step,
-                  steps_run)
+                  steps_run, state.path, record_every)

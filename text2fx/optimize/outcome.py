@@ -35,6 +35,9 @@ class Outcome:
             neutral settings.
         candidate_params: `(P,)` the chosen candidate's best parameters (at `best_step`), on the CPU: the
             same as `params` unless bypassed. With `history` and `best_step`, the record of the optimization.
+        histories: every candidate's loss at every step run (`history` is `histories[candidate]`).
+        path: when recorded (`optimize(record_every=N)`), `(R, D)` embeddings of the chosen candidate's
+            processed audio (mean over excerpts) at steps `path_steps` (0, N, 2N, ... < steps_run), on the CPU.
     """
 
     params: torch.Tensor
@@ -49,6 +52,9 @@ class Outcome:
     candidates: list[dict]
     bypassed: bool = False
     candidate_params: torch.Tensor | None = None
+    histories: list[list[float]] | None = None
+    path: torch.Tensor | None = None
+    path_steps: list[int] | None = None
 
 
 def choose(
@@ -60,6 +66,8 @@ def choose(
     history: torch.Tensor,
     best_step: torch.Tensor,
     steps_run: int,
+    path: torch.Tensor | None = None,
+    record_every: int | None = None,
 ) -> list[Outcome]:
     """One `Outcome` per target.
 
@@ -72,6 +80,7 @@ def choose(
         history: `(steps_run, C)` every candidate's loss at every step.
         best_step: `(C,)` the step of each candidate's best parameters.
         steps_run: steps taken.
+        path, record_every: `(R, C, D)` embeddings recorded every `record_every` steps, or None.
 
     Within a target a single-loss run chooses the candidate with the lowest loss; "best" compares candidates
     of both losses on the sum of the two, since neither loss's values are on the other's scale. The chosen
@@ -95,6 +104,10 @@ def choose(
     final_cos, final_dir, own, bypass_own = final_cos.cpu(), final_dir.cpu(), own.cpu(), bypass_own.cpu()
     sim_before, sim_after, wins, best_step = sim_before.cpu(), sim_after.cpu(), wins.cpu(), best_step.cpu()
     neutral = neutral_unit.detach().to("cpu", torch.float32)
+    path_steps, path_cpu = None, None
+    if path is not None:
+        path_steps = list(range(0, steps_run, record_every))
+        path_cpu = path[: len(path_steps)].detach().float().cpu()
     outcomes = []
     for t, c in enumerate(chosen.tolist()):
         bypassed = not bool(wins[c])
@@ -121,6 +134,9 @@ def choose(
                 ],
                 bypassed=bypassed,
                 candidate_params=optimized,
+                histories=[history_cpu[:, t * k + j].tolist() for j in range(k)],
+                path=None if path_cpu is None else path_cpu[:, c].clone(),
+                path_steps=path_steps,
             )
         )
     return outcomes

@@ -12,8 +12,9 @@ from typing import Callable
 
 import torch
 
-# `loss_of(u, step)`: `(C, P)` unit parameters and the `(1,)` step tensor -> `(C,)` losses (differentiable in u).
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# `loss_of(u, step)`: `(C, P)` unit parameters and the `(1,)` step tensor -> `(C,)` losses (differentiable in u)
+# and, when the state records the path, `(C, D)` embeddings of what each candidate's audio became (else None).
+LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 class LoopState:
@@ -24,9 +25,13 @@ class LoopState:
         lr: Adam's learning rate.
         steps: the most steps the loop runs (the history's length).
         min_delta: the smallest loss decrease that counts as progress for the early stop.
+        record_every: also keep every candidate's embedding at steps 0, N, 2N, ... (`path`, `(ceil(steps /
+            N), C, D)`), written in place by the step itself: no extra forward pass, no wait for the device.
+        embed_dim: `D`, needed with `record_every`.
     """
 
-    def __init__(self, z0: torch.Tensor, lr: float, steps: int, min_delta: float):
+    def __init__(self, z0: torch.Tensor, lr: float, steps: int, min_delta: float, record_every: int | None = None,
+                 embed_dim: int | None = None):
         device = z0.device
         n_cand = z0.shape[0]
         self.z0 = z0
@@ -42,6 +47,10 @@ class LoopState:
         # The early stop: the last loss that improved on the one before by more than min_delta, and its step.
         self.progress_loss = torch.empty(n_cand, device=device)
         self.progress_step = torch.empty(n_cand, dtype=torch.long, device=device)
+        self.record_every = record_every
+        self.path = None
+        if record_every is not None:
+            self.path = torch.zeros(-(-steps // record_every), n_cand, embed_dim, device=device)
         self.reset()
 
     @torch.no_grad()
@@ -63,8 +72,10 @@ class LoopState:
         """One Adam step on every candidate. Device work only: nothing here waits for the device."""
         self.optimizer.zero_grad(set_to_none=True)
         u = torch.sigmoid(self.z)
-        loss = loss_of(u, self.step_t)
+        loss, emb = loss_of(u, self.step_t)
         self._record(loss, u)
+        if self.path is not None:
+            self._record_path(emb)
         loss.sum().backward()
         self.optimizer.step()
         self.step_t.add_(1)
@@ -81,6 +92,14 @@ class LoopState:
         progressed = loss < self.progress_loss - self.min_delta
         self.progress_loss.copy_(torch.where(progressed, loss, self.progress_loss))
         self.progress_step.copy_(torch.where(progressed, step_t, self.progress_step))
+
+    @torch.no_grad()
+    def _record_path(self, emb: torch.Tensor) -> None:
+        # The same kernels every step (a CUDA graph replays them): write slot step // N, with the new embedding
+        # on steps that are multiples of N and with what the slot holds on the others.
+        slot = torch.div(self.step_t, self.record_every, rounding_mode="floor").clamp_max(self.path.shape[0] - 1)
+        due = (self.step_t % self.record_every == 0)[:, None, None]
+        self.path.index_copy_(0, slot, torch.where(due, emb[None].to(self.path.dtype), self.path.index_select(0, slot)))
 
     # The two reads below wait for the device; the loop calls them only every `check_every` steps.
 
