@@ -289,7 +289,7 @@ def test_bfloat16_optimization_reaches_the_float32_loss(clap_embedder: ClapEmbed
     clips = _noise(1, 1, 2, SR * 3, seed=4) / 3
     text = clap_embedder.embed_text(["this sound is warm"])
     anchor = clap_embedder.embed_text(["this sound is not warm"])
-    recipe = Recipe(steps=12, lr=0.04, restarts=1, excerpts=1, patience=None)
+    recipe = Recipe(steps=12, lr=0.1, restarts=1, excerpts=1, patience=None)
     losses = []
     for embedder in (clap_embedder, bf16_embedder):
         outcome = optimize(chain, embedder, clips, SR, [0], text, anchor, recipe, seed=0)[0]
@@ -300,9 +300,9 @@ def test_bfloat16_optimization_reaches_the_float32_loss(clap_embedder: ClapEmbed
             start = outcome.history[0]
     exact, approx = losses
     gained = start - exact
-    assert gained > 2e-3  # the float32 run moved the loss, so the comparison below means something
-    # Measured: 2.3e-4 apart after these 12 steps, where moving float32's start by 1e-4 (in logits) moves its
-    # result by 0.6e-4 here and by 4e-4 after 30 steps: bfloat16 acts like a small perturbation, no more.
+    assert gained > 3e-3  # the float32 run moved the loss, so the comparison below means something
+    # bfloat16 acts like a small perturbation of the run, no more: both end within a tenth of what the float32
+    # run gained (and within 1e-3, the figure the README gives).
     assert abs(exact - approx) < min(1e-3, 0.1 * gained)
 
 
