@@ -309,3 +309,17 @@ def test_bfloat16_optimization_reaches_the_float32_loss(clap_embedder: ClapEmbed
 def test_unknown_precision_is_refused_before_loading(tmp_path) -> None:
     with pytest.raises(InputError, match="precision 'float16'"):
         ClapEmbedder(tmp_path / "no-such.pt", tmp_path, device="cpu", precision="float16")
+
+
+def test_ctrl_c_while_htsat_is_built_stays_an_interrupt(monkeypatch) -> None:
+    from text2fx.clap import clap_module, create_clap_model
+
+    htsat = clap_module().htsat
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    # laion-clap's HTSAT builder catches everything with a bare `except:` and raises a RuntimeError instead
+    monkeypatch.setattr(htsat, "HTSAT_Swin_Transformer", interrupted)
+    with pytest.raises(KeyboardInterrupt, match=""):
+        create_clap_model("HTSAT-tiny", init_text_branch=False)

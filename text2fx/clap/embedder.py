@@ -117,7 +117,14 @@ def create_clap_model(audio_arch: str, *, init_text_branch: bool = True) -> torc
         model_config = json.loads((clap.config_dir / f"{audio_arch}.json").read_text())
         model_config["text_cfg"]["model_type"] = "roberta"
         model_config.update(enable_fusion=False, fusion_type="None")
-        model = clap.model.CLAP(**model_config)
+        try:
+            model = clap.model.CLAP(**model_config)
+        except RuntimeError as exc:
+            # HTSAT's builder turns everything it catches (a bare `except:`), Ctrl-C and SIGTERM included, into
+            # "Import Model ... not found": give an interrupt back as the interrupt it was.
+            if isinstance(exc.__context__, KeyboardInterrupt):
+                raise exc.__context__ from None
+            raise
     return model.to("cpu" if init_text_branch else "meta")
 
 
