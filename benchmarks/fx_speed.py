@@ -1,7 +1,10 @@
 """Speed of fx effects vs dasp_pytorch 0.0.1, forward and forward+backward.
 
     python benchmarks/fx_speed.py [--device cpu|cuda] [--repeats 3] [--quick] [--dasp-batch16]
-                                  [--no-dasp] [--chains eq,reverb ...] [--fx-path DIR]
+                                  [--no-dasp] [--chains eq,reverb ...] [--batches 1 16] [--fx-path DIR]
+
+Chains default to eq, reverb, eq,reverb and distortion; dasp is timed only for chains of effects it has here
+(eq, reverb), the others print "not run".
 
 Audio: 10 s stereo at 48 kHz (``--quick``: 2 s, 1 repeat), batch 1 and 16, random unit
 parameters.  Times are wall-clock medians (``timing.wall_ms``) over ``--repeats`` runs after
@@ -46,6 +49,10 @@ def _ours(spec: str, x: torch.Tensor, sr: int, batch: int, backward: bool) -> Ca
     return run
 
 
+# Effects with a dasp_pytorch counterpart timed here (dasp's distortion has no oversampling or level match).
+_DASP_EFFECTS = ("eq", "reverb")
+
+
 def _dasp(spec: str, x: torch.Tensor, sr: int, batch: int, backward: bool) -> Callable[[], None]:
     from dasp_pytorch import NoiseShapedReverb, ParametricEQ
 
@@ -73,7 +80,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--sample-rate", type=int, default=48000)
     ap.add_argument("--no-dasp", action="store_true", help="time fx only")
-    ap.add_argument("--chains", nargs="+", default=["eq", "reverb", "eq,reverb"])
+    ap.add_argument("--chains", nargs="+", default=["eq", "reverb", "eq,reverb", "distortion"])
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--fx-path", help="directory holding the fx package to time (default: this checkout's)")
     args = ap.parse_args()
@@ -107,7 +114,9 @@ def main() -> None:
         for batch in args.batches:
             for backward in (False, True):
                 t_ours = _time(_ours(spec, x, sr, batch, backward), device, repeats, warmup=True)
-                run_dasp = not args.no_dasp and (not cpu or batch == 1 or args.dasp_batch16 or spec == "eq")
+                dasp_has = all(n in _DASP_EFFECTS for n in spec.split(","))
+                run_dasp = dasp_has and not args.no_dasp
+                run_dasp = run_dasp and (not cpu or batch == 1 or args.dasp_batch16 or spec == "eq")
                 if run_dasp:
                     slow = cpu and "reverb" in spec
                     t_dasp = _time(

@@ -1,4 +1,4 @@
-"""tanh waveshaping distortion: oversampled, loudness-matched to its input, with a dry/wet mix."""
+"""tanh waveshaping distortion: oversampled by sample rate against aliasing, loudness-matched, with a dry/wet mix."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ class Distortion(Effect):
     """See :func:`fx.functional.distortion`.  Neutral: mix 0 % (any drive)."""
 
     type_name = "distortion"
-    # the loudness window (100 ms) plus the resampling filters' reach (48 samples, 6 ms at 8 kHz)
+    # the loudness window (100 ms) plus the resampling filters' reach (96 samples, 12 ms at 8 kHz)
     tail_seconds = F.LEVEL_WINDOW_SECONDS + 2 * F.OVERSAMPLING_HALF_TAPS / 8000
     lookahead_seconds = 2 * F.OVERSAMPLING_HALF_TAPS / 8000
     graph_safe = True

@@ -26,10 +26,11 @@ class Compressor(Effect):
     param_specs = (
         ParamSpec("threshold_db", "dB", -60.0, 0.0, "linear", 0.0, "level above which gain is reduced"),
         ParamSpec("ratio", "", 1.0, 20.0, "log", 1.0, "input/output level ratio above threshold"),
-        ParamSpec("attack_ms", "ms", 0.1, 100.0, "log", 10.0, "gain reduction time (10-90 %)"),
-        ParamSpec("release_ms", "ms", 10.0, 2000.0, "log", 100.0, "gain recovery time (10-90 %)"),
+        ParamSpec("attack_ms", "ms", 0.1, 100.0, "log", 10.0, "gain reduction time (10-90 %)", amount="keep"),
+        ParamSpec("release_ms", "ms", 10.0, 2000.0, "log", 100.0, "gain recovery time (10-90 %)", amount="keep"),
         ParamSpec("makeup_gain_db", "dB", 0.0, 24.0, "linear", 0.0, "gain after compression"),
-        ParamSpec("knee_db", "dB", 0.0, 24.0, "linear", 6.0, "soft-knee width around the threshold; 0 = hard"),
+        ParamSpec("knee_db", "dB", 0.0, 24.0, "linear", 6.0, "soft-knee width around the threshold; 0 = hard",
+                  amount="keep"),
     )
     # Settings written before the knee existed were hard-knee.
     legacy_defaults = {"knee_db": 0.0}

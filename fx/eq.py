@@ -71,9 +71,10 @@ def _eq_specs() -> tuple[ParamSpec, ...]:
             ParamSpec(f"{s}_gain_db", "dB", -20.0, 20.0, "linear", 0.0, f"{label} gain"),
             # neutral frequency/Q only matter as a starting point (gain 0 dB is flat):
             # the geometric centre of the range and a Butterworth-like Q
-            ParamSpec(f"{s}_cutoff_freq", "Hz", lo, hi, "log", math.sqrt(lo * hi), f"{label} frequency"),
+            ParamSpec(f"{s}_cutoff_freq", "Hz", lo, hi, "log", math.sqrt(lo * hi), f"{label} frequency",
+                      amount="keep"),
             ParamSpec(f"{s}_q_factor", "", 0.1, SHELF_MAX_Q if "shelf" in s else 6.0, "log",
-                      SHELF_MAX_Q if "shelf" in s else 1 / math.sqrt(2), f"{label} Q"),
+                      SHELF_MAX_Q if "shelf" in s else 1 / math.sqrt(2), f"{label} Q", amount="keep"),
         ]
     return tuple(specs)
 

@@ -18,6 +18,7 @@ from torch import Tensor
 __all__ = ["ParamSpec", "SCALES", "range_to_physical", "range_to_unit"]
 
 SCALES = ("linear", "log")
+AMOUNT_ROLES = ("move", "keep")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class ParamSpec:
         scale: ``"linear"`` or ``"log"`` (log requires ``min > 0``).
         neutral: physical value that leaves the audio unchanged (or as close as possible).
         description: one line for humans.
+        amount: how the parameter follows an effect "amount" (dry/wet-style scaling of found settings, see
+            ``text2fx.amount``): ``"move"`` (the default) moves it from ``neutral`` toward the found value in
+            its ``scale``; ``"keep"`` keeps the found value: parameters that shape an effect rather than set
+            how much of it there is (a band's frequency and Q, a reverb's decay times).
     """
 
     name: str
@@ -41,6 +46,7 @@ class ParamSpec:
     scale: str
     neutral: float
     description: str = ""
+    amount: str = "move"
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -51,6 +57,8 @@ class ParamSpec:
             raise ValueError(f"ParamSpec {self.name}: need finite min < max, got [{self.min}, {self.max}]")
         if self.scale == "log" and self.min <= 0:
             raise ValueError(f"ParamSpec {self.name}: log scale needs min > 0, got {self.min}")
+        if self.amount not in AMOUNT_ROLES:
+            raise ValueError(f"ParamSpec {self.name}: amount must be one of {AMOUNT_ROLES}, got {self.amount!r}")
         if not self.min <= self.neutral <= self.max:
             raise ValueError(
                 f"ParamSpec {self.name}: neutral {self.neutral} outside [{self.min}, {self.max}]"

@@ -52,18 +52,21 @@ def _fmt_hz(f: float) -> str:
 
 def _reverb_specs(centers: tuple[float, ...]) -> tuple[ParamSpec, ...]:
     rt = [
-        ParamSpec(f"band{k}_rt60_s", "s", *RT60_RANGE_S, "log", 1.0, f"RT60 of the octave band at {_fmt_hz(f)}")
+        ParamSpec(f"band{k}_rt60_s", "s", *RT60_RANGE_S, "log", 1.0, f"RT60 of the octave band at {_fmt_hz(f)}",
+                  amount="keep")
         for k, f in enumerate(centers)
     ]
     gains = [
-        ParamSpec(f"band{k}_gain_db", "dB", -24.0, 12.0, "linear", 0.0, f"wet gain of the octave band at {_fmt_hz(f)}")
+        ParamSpec(f"band{k}_gain_db", "dB", -24.0, 12.0, "linear", 0.0, f"wet gain of the octave band at {_fmt_hz(f)}",
+                  amount="keep")
         for k, f in enumerate(centers)
     ]
     return tuple(
         rt
         + gains
         + [
-            ParamSpec("predelay_ms", "ms", 0.0, MAX_PREDELAY_MS, "linear", 0.0, "delay before the reverb onset"),
+            ParamSpec("predelay_ms", "ms", 0.0, MAX_PREDELAY_MS, "linear", 0.0, "delay before the reverb onset",
+                      amount="keep"),
             ParamSpec("mix", "%", 0.0, 100.0, "linear", 0.0, "wet share (equal-power law); 0 = dry"),
         ]
     )

@@ -32,6 +32,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_disk_text_cache():
+    """Tests neither read nor fill the user's on-disk text embedding cache, so they do not depend on each other's
+    order or on earlier runs (tests/test_clap_cache.py turns it on, in a temporary folder, where it is tested)."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TEXT2FX_TEXT_CACHE", "0")
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def clap_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder with a test `vocab.json` + `merges.txt` usable as the CLAP tokenizer."""

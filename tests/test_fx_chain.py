@@ -40,8 +40,9 @@ def test_spec_and_param_layout():
     assert c.spec == "eq,reverb,eq,gain"
 
 
-@pytest.mark.parametrize("sr", [8000, 44100, 48000])
-@pytest.mark.parametrize("channels", [1, 2, 6])
+# each rate and each channel count once (every effect's neutrality is checked over the whole rate x channel
+# matrix in test_fx_effects); the reverb here has its default 8 s IR
+@pytest.mark.parametrize("sr, channels", [(8000, 6), (44100, 1), (48000, 2)])
 def test_neutral_chain_returns_input(sr, channels):
     c = fx.Chain.from_spec("eq,reverb,compressor,gain,distortion")
     x = _noise(2, channels, sr // 10)
@@ -63,7 +64,9 @@ def test_broadcast_audio_batch_equals_per_item_processing():
 
 def test_chain_gradients_finite_and_nonzero():
     sr = 48000
-    c = fx.Chain.from_spec("eq,compressor,distortion,reverb,gain")
+    # a 0.5 s IR (the clip is 0.25 s): the gradients do not depend on its length, its noise table is 16x cheaper
+    effects = [fx.create_effect(n) for n in ("eq", "compressor", "distortion")]
+    c = fx.Chain(effects + [fx.NoiseReverb(ir_length_s=0.5), fx.Gain()])
     x = _noise(1, 2, sr // 4)
     u = (0.15 + 0.7 * torch.rand(2, c.num_params, generator=torch.Generator().manual_seed(1))).requires_grad_()
     y = c.process(x, sr, u)

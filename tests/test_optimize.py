@@ -358,7 +358,7 @@ def test_paper_preset_is_the_papers_recipe():
 @pytest.mark.parametrize(
     "bad, message",
     [
-        (dict(steps=0), "steps must be at least 1, got 0"),
+        (dict(steps=-1), "steps must be at least 0, got -1"),
         (dict(steps=2.5), "steps must be an integer, got 2.5"),
         (dict(steps=True), "steps must be an integer, got True"),
         (dict(steps="10"), "steps must be an integer, got '10'"),

@@ -45,7 +45,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'text2fx' has no attribute {name!r}")
 
 
-def apply(audio, sample_rate, prompt, chain: str = "eq,reverb", *, checkpoint=None, tokenizer=None, device=None,
+def apply(audio, sample_rate, prompt, chain: str | None = None, *, checkpoint=None, tokenizer=None, device=None,
           **kwargs):
     """One-line convenience: load CLAP, process `audio` toward `prompt`, return a `Result`.
 

@@ -50,3 +50,20 @@ def directional_loss(
         a finite gradient.
     """
     return 1.0 - F.cosine_similarity(audio_emb - input_emb, text_emb - anchor_emb, dim=-1)
+
+
+def avoid_loss(audio_emb: torch.Tensor, avoid_emb: torch.Tensor) -> torch.Tensor:
+    """`mean_i cos(E_a(fx(x)), E_t(avoid_i))`: how much the audio sounds like texts to avoid.
+
+    Added (weighted) to a loss it pushes the audio's embedding away from the avoided texts wherever it is; no
+    hinge at 0: with CLAP, audio-text cosines sit near or above 0 and a hinge there would silence the push
+    exactly where the texts are hard to tell apart. The penalty, and so the loss, may be negative.
+
+    Args:
+        audio_emb: `(..., dim)` embeddings of the processed audio.
+        avoid_emb: `(A, dim)` embeddings of the texts to avoid.
+
+    Returns:
+        `(...)` penalties in [-1, 1].
+    """
+    return F.cosine_similarity(audio_emb[..., None, :], avoid_emb, dim=-1).mean(-1)

@@ -16,6 +16,7 @@ import numbers
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from text2fx.checks import integer
 from text2fx.errors import InputError, UsageError
@@ -27,8 +28,23 @@ DEFAULT_TEMPLATE = "this sound is {prompt}"
 DEFAULT_ANCHOR = "this sound is not {prompt}"
 PRESET_NAMES = ("auto", *PRESETS)
 PRECISIONS = ("float32", "bfloat16")
+# What hears the audio: the CLAP model, or acoustic features (`text2fx.features`: reference matching only).
+EMBEDDERS = ("clap", "features")
+NO_TEXT_MESSAGE = ("the 'features' embedder has no text side: it cannot read a prompt or --avoid texts; give a "
+                   "reference recording to match (--like REF.wav) instead, or use --embedder clap")
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 DEFAULT_MAX_BATCH = 16
+# --like / --avoid / --candidates (see README "Shape the result" and text2fx.targets / text2fx.candidates).
+# A reference and a prompt pull equally by default.
+DEFAULT_LIKE_WEIGHT = 0.5
+# Half the prompt's pull: prompt and avoided texts share the template ("this sound is ...") and often a topic,
+# so their CLAP embeddings are close; at weight 1 the push can cancel the prompt's pull and stall the search.
+DEFAULT_AVOID_WEIGHT = 0.5
+MAX_AVOID_WEIGHT = 10.0
+# RMS difference of two candidates' unit-space settings (each parameter's range is 0..1, frequencies on a log
+# scale): 0.1 is a tenth of every range on average, a change one hears; random restarts start ~0.4 apart.
+DEFAULT_CANDIDATE_DISTANCE = 0.1
+MAX_CANDIDATES = 8
 
 # fx's built-in effects, spelled out so that a typo in a chain is reported without importing torch (a test
 # keeps this equal to fx's registry). Effects a script registers itself are known once fx is imported.
@@ -64,22 +80,49 @@ def sample_rate_value(value, name: str = "sample_rate") -> int:
     return int(value)
 
 
-def prompts_value(prompts) -> tuple[str, ...]:
-    """One prompt or a sequence of them, stripped; refuses none, empty ones and non-strings."""
+def prompts_value(prompts, what: str = "prompt") -> tuple[str, ...]:
+    """One prompt or a sequence of them, stripped; refuses none, empty ones and non-strings. (`what`: the
+    option's name in messages, e.g. "avoid".)"""
     if isinstance(prompts, str):
         prompts = [prompts]
     if prompts is None or not isinstance(prompts, (list, tuple)):
-        raise UsageError(f"prompt must be a string or a list of strings, got {type(prompts).__name__}")
+        hint = " (or, for no prompt, a reference recording: like)" if what == "prompt" and prompts is None else ""
+        raise UsageError(f"{what} must be a string or a list of strings, got {type(prompts).__name__}{hint}")
     if not prompts:
-        raise UsageError("no prompt given: describe the sound you want, e.g. \"warm and bright\"")
+        raise UsageError(f"no {what} given: describe the sound you want, e.g. \"warm and bright\"")
     out = []
     for p in prompts:
         if not isinstance(p, str):
-            raise UsageError(f"prompt must be a string, got {type(p).__name__} {p!r}")
+            raise UsageError(f"{what} must be a string, got {type(p).__name__} {p!r}")
         if not p.strip():
-            raise UsageError("empty prompt: describe the sound you want, e.g. \"warm and bright\"")
+            hint = "describe the sound you want, e.g. \"warm and bright\"" if what == "prompt" else "give a text"
+            raise UsageError(f"empty {what}: {hint}")
         out.append(p.strip())
     return tuple(out)
+
+
+def weight_value(value, name: str, maximum: float, open_top: bool = False) -> float:
+    """A positive finite number up to `maximum` (below it, with `open_top`)."""
+    from text2fx.checks import real
+
+    number = _usage(real, value, name)
+    if number <= 0 or number > maximum or (open_top and number == maximum):
+        top = f"below {maximum:g}" if open_top else f"at most {maximum:g}"
+        raise UsageError(f"{name} must be above 0 and {top}, got {number:g}")
+    return number
+
+
+def check_like(like) -> None:
+    """The outline of a reference (`like`): a path, or `(audio, sample_rate)`; the audio itself is read and
+    checked when a job is built (`text2fx.targets.Like`)."""
+    if isinstance(like, (str, Path)):
+        if not str(like):
+            raise UsageError("like is empty: give a reference audio file")
+        return
+    if isinstance(like, tuple) and len(like) == 2 and hasattr(like[0], "shape"):
+        sample_rate_value(like[1], "like: sample_rate")
+        return
+    raise UsageError(f"like must be an audio file's path or (audio, sample_rate), got {type(like).__name__}")
 
 
 def known_effects() -> list[str]:
@@ -150,7 +193,7 @@ class JobOptions:
     Attributes:
         prompts: the words; every input is paired with every prompt.
         chain: effect chain spec, e.g. "eq", "reverb", "eq,reverb", "eq,compressor,reverb".
-        preset: "auto", "default", "paper" or "fast" (see `text2fx.recipe.PRESETS`).
+        preset: "auto", "default", "paper", "fast" or "random" (see `text2fx.recipe.PRESETS`).
         recipe_changes: single `Recipe` fields overriding the preset's (steps, lr, loss, restarts, ...).
         seed: makes the run reproducible; also seeds the reverb's noise.
         template: how a prompt is phrased for the text encoder (`{prompt}` is replaced).
@@ -159,21 +202,54 @@ class JobOptions:
             has a tail (a reverb) is longer than its input by that tail (until it has decayed by 60 dB,
             bounded by the effect's own maximum; see `text2fx.rendering`); its start stays sample-aligned
             with the input either way. A bypassed result has no tail.
+        amount: how much of the found effect to apply, -2 to 2 (`text2fx.amount`): 1 the found settings, 0
+            the input unchanged (bit-exact), between: each "move" parameter moved from neutral toward the
+            found value; negative values invert gains (EQ, gain chains only).
+        previous: refine in turns (`text2fx.turns`): the settings a previous turn left (a report or chain
+            dict, a JSON path or a `Result`), read and checked here; the optimizer starts from them and
+            hears them as the "before". None: start from scratch. With it, `chain` None means the previous
+            settings' chain; a longer chain is allowed, whose extra effects start neutral.
+        avoid: texts to avoid (template applied, like prompts): the loss also pushes away from them (see
+            `text2fx.targets`). avoid_weight: that push's weight (None: `DEFAULT_AVOID_WEIGHT`).
+        like: a reference recording as the target (`text2fx.targets.Like`): an audio file's path or
+            `(audio, sample_rate)`; read and checked when the job is built. With `like`, prompts may be empty.
+            like_weight: the reference's weight against a prompt's, in (0, 1) (None: `DEFAULT_LIKE_WEIGHT`).
+        candidates: how many distinct results to give per input and goal (`text2fx.candidates`), at most
+            `MAX_CANDIDATES`. candidate_distance: how far apart (RMS difference of the unit-space settings)
+            two candidates must be (None: `DEFAULT_CANDIDATE_DISTANCE`).
     """
 
     prompts: tuple[str, ...]
-    chain: str = DEFAULT_CHAIN
+    chain: str | None = DEFAULT_CHAIN
     preset: str = "auto"
     recipe_changes: dict = field(default_factory=dict)
     seed: int = 0
     template: str = DEFAULT_TEMPLATE
     anchor: str = DEFAULT_ANCHOR
     keep_length: bool = False
+    amount: float = 1.0
+    previous: Any = None
+    avoid: tuple[str, ...] = ()
+    avoid_weight: float | None = None
+    like: Any = field(default=None, compare=False)
+    like_weight: float | None = None
+    candidates: int = 1
+    candidate_distance: float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
-        set_("prompts", prompts_value(self.prompts))
+        no_prompt = self.like is not None and (self.prompts is None or self.prompts in ((), []))
+        set_("prompts", () if no_prompt else prompts_value(self.prompts))
+        set_("candidates", _usage(integer, self.candidates, "candidates", 1))  # before self.recipe uses it
+        from text2fx import amount as amount_, turns
+
+        set_("amount", amount_.amount_value(self.amount))
+        set_("previous", turns.previous_value(self.previous))
+        if self.chain is None and self.previous is not None:
+            set_("chain", self.previous.chain)
         set_("chain", chain_value(self.chain))
+        if self.previous is not None:
+            turns.check_chain(self.previous, self.chain)
         set_("preset", choice(self.preset, "preset", PRESET_NAMES))
         set_("recipe_changes", dict(self.recipe_changes))
         _usage(self.recipe, "default")  # checks every change against the Recipe's own rules
@@ -181,10 +257,72 @@ class JobOptions:
         set_("template", text_value(self.template, "template", needs_prompt=True))
         set_("anchor", text_value(self.anchor, "anchor", needs_prompt=False))
         flag_value(self.keep_length, "keep_length")
+        self._check_shaping(set_)
+
+    def _check_shaping(self, set_) -> None:
+        """avoid, like and candidates, with their weights and distance."""
+        avoid = self.avoid
+        if avoid is None:
+            avoid = ()
+        set_("avoid", () if isinstance(avoid, (list, tuple)) and not avoid else prompts_value(avoid, "avoid"))
+        if self.avoid_weight is not None:
+            if not self.avoid:
+                raise UsageError("avoid_weight is set but there is nothing to avoid: give avoid texts (--avoid TEXT)")
+            set_("avoid_weight", weight_value(self.avoid_weight, "avoid_weight", MAX_AVOID_WEIGHT))
+        if self.like is not None:
+            check_like(self.like)
+        if self.like_weight is not None:
+            if self.like is None:
+                raise UsageError("like_weight is set but there is no reference: give one with --like REF.wav")
+            if not self.prompts:
+                raise UsageError("like_weight weighs the reference against a prompt; without a prompt the "
+                                 "reference is the whole target: give a prompt or drop like_weight")
+            set_("like_weight", weight_value(self.like_weight, "like_weight", 1.0, open_top=True))
+        if self.candidates > MAX_CANDIDATES:
+            raise UsageError(f"candidates must be at most {MAX_CANDIDATES}, got {self.candidates}")
+        restarts = self.recipe_changes.get("restarts")
+        if restarts is not None and self.candidates > restarts:
+            raise UsageError(f"candidates {self.candidates} needs at least as many restarts, got restarts {restarts} "
+                             f"(leave restarts unset and it is raised to {2 * self.candidates})")
+        if self.candidate_distance is not None:
+            if self.candidates == 1:
+                raise UsageError("candidate_distance is set but only one result is asked: give candidates >= 2")
+            set_("candidate_distance", weight_value(self.candidate_distance, "candidate_distance", 1.0))
 
     def recipe(self, preset: str) -> Recipe:
-        """The recipe for a resolved preset name (not "auto"), with this job's changes."""
-        return Recipe.from_preset(preset, **self.recipe_changes)
+        """The recipe for a resolved preset name (not "auto"), with this job's changes. With candidates and
+        no restarts given, restarts are raised to at least twice the candidates asked (near-duplicates are
+        dropped, so more restarts than candidates are needed to find that many distinct ones)."""
+        changes = dict(self.recipe_changes)
+        if self.candidates > 1 and "restarts" not in changes:
+            changes["restarts"] = max(Recipe.from_preset(preset).restarts, 2 * self.candidates)
+        return Recipe.from_preset(preset, **changes)
+
+    @property
+    def goals(self) -> tuple[str | None, ...]:
+        """What each result aims at: the prompts, or `(None,)` for a reference (`like`) without a prompt."""
+        return self.prompts if self.prompts else (None,)
+
+    def avoid_texts(self) -> list[str]:
+        """What the text encoder reads for each text to avoid (the template applied, as to prompts)."""
+        return [self.template.format(prompt=a) for a in self.avoid]
+
+    def like_weight_value(self) -> float:
+        """The reference's weight in the loss: 0 without `like`, 1 without a prompt, else `like_weight`."""
+        if self.like is None:
+            return 0.0
+        if not self.prompts:
+            return 1.0
+        return DEFAULT_LIKE_WEIGHT if self.like_weight is None else self.like_weight
+
+    def avoid_weight_value(self) -> float:
+        """The avoid penalty's weight: 0 without `avoid`, else `avoid_weight`."""
+        if not self.avoid:
+            return 0.0
+        return DEFAULT_AVOID_WEIGHT if self.avoid_weight is None else self.avoid_weight
+
+    def candidate_distance_value(self) -> float:
+        return DEFAULT_CANDIDATE_DISTANCE if self.candidate_distance is None else self.candidate_distance
 
     def texts(self) -> list[str]:
         """What the text encoder reads for each prompt."""
@@ -193,10 +331,21 @@ class JobOptions:
     def anchors(self) -> list[str]:
         return [self.anchor.format(prompt=p) for p in self.prompts]
 
+    @property
+    def chain_seed(self) -> int:
+        """The seed of the chain's noise (the reverb's): `seed`, or with `previous` the previous settings'
+        own, so the sound a refinement starts from is exactly the one the previous turn left."""
+        return self.seed if self.previous is None else self.previous.seed
+
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to load the model: files, device, precision, and the most clips optimized at once."""
+    """How to load the model: which embedder, files, device, precision, and the most clips optimized at once.
+
+    `embedder`: "clap" (the default: the CLAP model, words and audio) or "features" (`text2fx.features`:
+    acoustic features, audio only, for matching a reference recording; it has no model files, so
+    `checkpoint`, `tokenizer` and `precision` do not apply to it).
+    """
 
     checkpoint: str | None = None
     tokenizer: str | None = None
@@ -204,9 +353,17 @@ class EngineOptions:
     precision: str | None = None
     max_batch: int = DEFAULT_MAX_BATCH
     cuda_graphs: bool = True
+    embedder: str = "clap"
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen
+        choice(self.embedder, "embedder", EMBEDDERS)
+        if self.embedder == "features":
+            given = [n for n in ("checkpoint", "tokenizer") if getattr(self, n) is not None]
+            if self.precision not in (None, "float32"):
+                given.append("precision")
+            if given:
+                raise UsageError(f"{given[0]} applies to the CLAP model; the 'features' embedder has no model files")
         for name in ("checkpoint", "tokenizer"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, Path)):
@@ -216,6 +373,12 @@ class EngineOptions:
             choice(self.precision, "precision", PRECISIONS)
         set_("max_batch", _usage(integer, self.max_batch, "max_batch", 1))
         flag_value(self.cuda_graphs, "cuda_graphs")
+
+
+def check_text_side(job: JobOptions, engine: EngineOptions) -> None:
+    """Words (prompts, texts to avoid) need an embedder that reads text: refused for "features"."""
+    if engine.embedder == "features" and (job.prompts or job.avoid):
+        raise UsageError(NO_TEXT_MESSAGE)
 
 
 @dataclass(frozen=True)

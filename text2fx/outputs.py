@@ -60,8 +60,12 @@ def _is_folder(output: str) -> bool:
     return output.endswith(("/", os.sep)) or Path(output).is_dir()
 
 
-def plan(infos: Sequence[audio_io.AudioInfo], prompts: Sequence[str], options: OutputOptions) -> list[OutputPlan]:
-    """One plan per (input, prompt), input-major, every path and format checked.
+def plan(infos: Sequence[audio_io.AudioInfo], prompts: Sequence[str], options: OutputOptions,
+         numbered: int = 1) -> list[OutputPlan]:
+    """One plan per (input, prompt), input-major, every path and format checked. With `numbered` K > 1
+    (several candidates per result, `text2fx.candidates`), K numbered plans per (input, prompt) instead:
+    `take.warm.1.wav` ... `take.warm.K.wav`, each with its report (`take.warm.1.json`, or `--params`'s name
+    numbered the same way).
 
     Raises:
         UsageError: an output that cannot or must not be written, with a one-line reason.
@@ -87,7 +91,8 @@ def plan(infos: Sequence[audio_io.AudioInfo], prompts: Sequence[str], options: O
                 folder = Path(output) if output is not None else info.path.parent
                 audio = folder / f"{stem}.{s}{_audio_suffix(info)}"
             params = Path(options.params) if options.params is not None else audio.with_suffix(".json")
-            paths.append((info, audio, params))
+            for k in range(1, numbered + 1) if numbered > 1 else [None]:
+                paths.append((info, _number(audio, k), _number(params, k)))
 
     inputs = [info.path for info in infos]
     seen: dict[Path, str] = {}
@@ -133,6 +138,11 @@ def plan_html(plans: Sequence[OutputPlan], infos: Sequence[audio_io.AudioInfo], 
     check_target(path, [info.path for info in infos], options.overwrite)
     check_writable(path)
     return path
+
+
+def _number(path: Path, k: int | None) -> Path:
+    """`path` with `.k` before its extension (`take.warm.wav` -> `take.warm.2.wav`); None: `path` itself."""
+    return path if k is None else path.with_name(f"{path.stem}.{k}{path.suffix}")
 
 
 def _check_audio_name(audio: Path) -> None:

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 from text2fx import inputs as inputs_
 from text2fx import outputs as outputs_
+from text2fx import targets as targets_
 from text2fx.options import JobOptions, OutputOptions
 
 ProgressFn = Callable[[int, int, float, float], None]
@@ -38,6 +39,7 @@ class Job:
         selected: the (input index, prompt index) pairs to run, when not every input with every prompt (a
             batch manifest's rows); None: all of them, input-major.
         report_extra: per pair of `pairs`, keys added to its written report (e.g. a batch row's settings hash).
+        like: the reference recording (`options.like`, read and checked), or None.
         record: keep what the report page draws (each result's `embeddings`, and an array input's audio).
         html: where to write the report page of all results (a file job with `--html`), or None.
     """
@@ -50,6 +52,7 @@ class Job:
     report_extra: list[dict] | None = None
     record: bool = False
     html: Path | None = None
+    like: targets_.Like | None = None
     prepared: list[inputs_.Prepared] | None = field(default=None, repr=False)
     _prepared_for: tuple | None = field(default=None, repr=False)
 
@@ -58,6 +61,8 @@ class Job:
         if self._prepared_for != (excerpts, window_s):
             self.prepared = [inputs_.prepare(s, excerpts, window_s) for s in self.sources]
             self._prepared_for = (excerpts, window_s)
+            if self.like is not None:
+                self.like.prepare(window_s)  # a silent or NaN reference is refused with the inputs
         return self.prepared
 
     @property
@@ -65,21 +70,41 @@ class Job:
         """(input index, prompt index) of every result: `selected`, else every pair input-major."""
         if self.selected is not None:
             return list(self.selected)
-        return [(i, j) for i in range(len(self.sources)) for j in range(len(self.options.prompts))]
+        return [(i, j) for i in range(len(self.sources)) for j in range(len(self.options.goals))]
 
 
 def array_job(audio, sample_rate, options: JobOptions, record: bool = False) -> Job:
     """A job over arrays (one, or a list), results kept in memory (`record`: with what a page draws)."""
     sources, single = inputs_.array_sources(audio, sample_rate)
-    return Job(sources, options, None, single and len(options.prompts) == 1, record=bool(record))
+    _check_shaping(options, sources)
+    like = targets_.like_of(options, page=bool(record))
+    return Job(sources, options, None, single and len(options.goals) == 1, record=bool(record), like=like)
 
 
 def file_job(paths: Sequence, options: JobOptions, output: OutputOptions) -> Job:
     """A job over audio files, results written as files at planned, checked paths."""
     sources = inputs_.file_sources(paths)
-    plans = outputs_.plan([s.info for s in sources], options.prompts, output)
+    _check_shaping(options, sources)
+    like = targets_.like_of(options, page=output.html not in (None, False))
+    plans = outputs_.plan([s.info for s in sources], _goal_names(options, like), output, numbered=options.candidates)
     html = outputs_.plan_html(plans, [s.info for s in sources], output)
-    return Job(sources, options, plans, record=html is not None, html=html)
+    return Job(sources, options, plans, record=html is not None, html=html, like=like)
+
+
+def _goal_names(options: JobOptions, like) -> list[str]:
+    """What output names call each goal: its prompt, or "like <reference name>" without one."""
+    return [p if p is not None else f"like {like.name}" for p in options.goals]
+
+
+def _check_shaping(options: JobOptions, sources) -> None:
+    """What `--amount` and `--from` need of the chain and the inputs' rates, checked before any model load:
+    a negative amount only for chains that can be inverted; previous settings that build and fit each rate."""
+    from text2fx import amount as amount_, turns
+
+    if options.amount < 0:
+        amount_.check(options.amount, amount_.chain_specs(options.chain))
+    if options.previous is not None:
+        turns.check_rates(options.previous, options.chain, [s.sample_rate for s in sources])
 
 
 @dataclass
@@ -90,6 +115,9 @@ class _Target:
     prompt: int
     outcome: object
     offsets_s: list[float]
+    slot: int = 0  # the plan (`Job.plans`) of this result: pair index, times candidates, plus rank - 1
+    choice: dict | None = None  # with candidates: this one's rank and distances (`text2fx.candidates.select`)
+    measured: dict | None = None  # similarities to the reference and avoided texts (`text2fx.targets.measure`)
 
 
 def _batch_progress(progress: ProgressFn | None, batch: int, batches: int, steps: int) -> ProgressFn | None:
@@ -115,41 +143,73 @@ def _batches(job: Job, prepared, recipe, max_batch: int) -> list[tuple[int, list
 
 
 def optimize(engine, job: Job, chain, recipe, progress: ProgressFn | None = None) -> list[_Target]:
-    """Optimize every pair of `job` on `engine`; one `_Target` per pair, input-major."""
+    """Optimize every pair of `job` on `engine`; one `_Target` per pair (with candidates, one per candidate
+    found, best first), input-major."""
     import numpy as np
     import torch
 
+    from text2fx import turns
     from text2fx.optimize import optimize as optimize_batch
 
     options = job.options
-    texts, anchors = options.texts(), options.anchors()
     embedder = engine.embedder
-    if hasattr(embedder, "check_texts"):
-        embedder.check_texts(texts + anchors)
-    emb = embedder.embed_text(texts + anchors)
-    text_emb, anchor_emb = emb[: len(texts)], emb[len(texts) :]
+    goals = targets_.embed_goals(embedder, options, job.like)
+    # keyed by the text, so a prompt gets the same random draws alone or in a batch
+    keys = [zlib.crc32((t if p is not None else f"like:{t}").encode())
+            for p, t in zip(options.goals, options.texts() or _goal_names(options, job.like))]
     prepared = job.prepare(recipe.excerpts, embedder.window_samples / embedder.sample_rate)
 
     batches = _batches(job, prepared, recipe, engine.max_batch)
     if progress is not None:
         progress(0, len(batches) * recipe.steps, math.nan, math.nan)
-    done: dict[tuple[int, int], _Target] = {}
+    done: dict[tuple[int, int], list[_Target]] = {}
     for b, (sr, pairs) in enumerate(batches):
         members = sorted({i for i, _ in pairs})
         clips = torch.from_numpy(np.stack([prepared[i].excerpts for i in members])).to(engine.device)
+        # refining a previous turn: its settings at this rate are the start and the "before"
+        start = None if options.previous is None else turns.start_unit(options.previous, chain, sr)
         outcomes = optimize_batch(
             chain, embedder, clips, sr, [members.index(i) for i, _ in pairs],
-            text_emb[[j for _, j in pairs]], anchor_emb[[j for _, j in pairs]],
-            recipe, options.seed, _batch_progress(progress, b, len(batches), recipe.steps),
-            # keyed by the text, so a prompt gets the same random draws alone or in a batch
-            target_keys=[zlib.crc32(texts[j].encode()) for _, j in pairs],
+            None, None, recipe, options.seed, _batch_progress(progress, b, len(batches), recipe.steps),
+            target_keys=[keys[j] for _, j in pairs],
+            targets=goals.targets([j for _, j in pairs]),
             cuda_graph=None if engine.cuda_graphs else False,
             record_every=RECORD_EVERY if job.record else None,
+            start=None if start is None else start.to(engine.device),
         )
         for (i, j), outcome in zip(pairs, outcomes):
+            if start is not None:
+                turns.settle(outcome, start, recipe.restarts)
             offsets_s = [o / prepared[i].source.sample_rate for o in prepared[i].offsets]
-            done[i, j] = _Target(i, j, outcome, offsets_s)
-    return [done[pair] for pair in job.pairs]
+            done[i, j] = _shaped_targets(engine, job, chain, goals, i, j, outcome, offsets_s,
+                                         clips[members.index(i)], sr, start)
+    slots = {pair: k for k, pair in enumerate(job.pairs)}
+    flat = []
+    for pair in job.pairs:
+        for t in done[pair]:
+            t.slot += slots[pair] * options.candidates
+            flat.append(t)
+    return flat
+
+
+def _shaped_targets(engine, job: Job, chain, goals, i: int, j: int, outcome, offsets_s, clips, sr: int,
+                    start) -> list[_Target]:
+    """One pair's results: its outcome, or with candidates the distinct ones (`text2fx.candidates`), each
+    measured against the reference and the avoided texts when there are any (`text2fx.targets.measure`)."""
+    from text2fx import candidates as candidates_
+
+    options = job.options
+    if options.candidates > 1:
+        chosen = candidates_.select(outcome, options.candidates, options.candidate_distance_value())
+    else:
+        chosen = [(outcome, None)]
+    measured = [None] * len(chosen)
+    if goals.measured:
+        # a bypass leaves the input unchanged, except when refining (it is then the previous settings)
+        units = [None if o.bypassed and start is None else o.params for o, _ in chosen]
+        measured = targets_.measure(engine.embedder, chain, clips, sr, units, goals, start)
+    return [_Target(i, j, o, offsets_s, slot=rank, choice=info, measured=m)
+            for rank, ((o, info), m) in enumerate(zip(chosen, measured))]
 
 
 def run(engine, job: Job, progress: ProgressFn | None = None) -> list:
@@ -157,7 +217,7 @@ def run(engine, job: Job, progress: ProgressFn | None = None) -> list:
     audio file followed by its report. Returns the `Result`s, input-major."""
     import fx
 
-    from text2fx import rendering
+    from text2fx import rendering, shaping
     from text2fx.recipe import resolve_preset
     from text2fx.report import from_outcome, write
 
@@ -165,31 +225,38 @@ def run(engine, job: Job, progress: ProgressFn | None = None) -> list:
     options = job.options
     preset = resolve_preset(options.preset, engine.device)
     recipe = options.recipe(preset)
-    chain = fx.Chain.from_spec(options.chain, seed=options.seed).to(engine.device)
+    chain = fx.Chain.from_spec(options.chain, seed=options.chain_seed).to(engine.device)
     targets = optimize(engine, job, chain, recipe, progress)
 
     index = {pair: k for k, pair in enumerate(job.pairs)}
     results = []
     for t in targets:
         source, outcome = job.sources[t.input], t.outcome
-        # A bypassed result is the input itself: no effect is run over it, not even at neutral settings.
-        render_chain = None if outcome.bypassed else chain
+        shaped = shaping.shape(chain, outcome.params, source.sample_rate, options.amount)
+        # A bypassed result is the input itself: no effect is run over it, not even at neutral settings (a
+        # refinement's bypass is the previous settings, which are run); so is amount 0, bit-exact.
+        dry = options.amount == 0.0 or (outcome.bypassed and options.previous is None)
+        render_chain = None if dry else chain
         keep_length = options.keep_length
         # what the renderers add after the input (0 for a bypass or with keep_length), for the report
-        tail = rendering.tail_frames(render_chain, outcome.params, source.sample_rate, keep_length)
+        tail = rendering.tail_frames(render_chain, shaped.unit, source.sample_rate, keep_length)
+        level = options.amount != 0.0  # amount 0 is the input's own samples: no level policy either
         audio, path = None, None
         if job.plans is None:
-            audio, gain = rendering.render_array(render_chain, outcome.params, source.audio, source.sample_rate,
-                                                 engine.device, keep_length=keep_length)
+            audio, gain = rendering.render_array(render_chain, shaped.unit, source.audio, source.sample_rate,
+                                                 engine.device, keep_length=keep_length, level=level)
         else:
-            plan = job.plans[index[t.input, t.prompt]]
+            plan = job.plans[t.slot]
             plan.audio.parent.mkdir(parents=True, exist_ok=True)
-            gain = rendering.render_file(render_chain, outcome.params, source.info, plan.audio, plan.format,
-                                         plan.subtype, engine.device, keep_length=keep_length)
+            gain = rendering.render_file(render_chain, shaped.unit, source.info, plan.audio, plan.format,
+                                         plan.subtype, engine.device, keep_length=keep_length, level=level)
             path = plan.audio
         result = from_outcome(
             engine, chain, outcome, recipe, preset, options, t.prompt, t.offsets_s, source, audio, gain, tail,
         )
+        shaping.annotate(result, shaped, options, t.prompt, chain, preset, recipe, engine.max_batch,
+                         outcome.bypassed)
+        targets_.annotate(result, job.like, options, embedder_window_s(engine), t.measured, t.choice)
         if path is not None:
             result.output_path = str(path)
             extra = job.report_extra[index[t.input, t.prompt]] if job.report_extra is not None else {}
@@ -205,7 +272,16 @@ def run(engine, job: Job, progress: ProgressFn | None = None) -> list:
         from text2fx.page import write_html
 
         write_html(results, job.html, overwrite=True)
+    if options.candidates > 1:
+        from text2fx.candidates import link
+
+        results = link(results, [t.choice for t in targets])
     return results
+
+
+def embedder_window_s(engine) -> float:
+    """The embedder's window in seconds (what the inputs and the reference are cut into)."""
+    return engine.embedder.window_samples / engine.embedder.sample_rate
 
 
 def _record_map(engine, job: Job, chain, targets: list[_Target], results: list) -> None:

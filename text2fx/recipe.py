@@ -22,7 +22,9 @@ class Recipe:
     """How to optimize. See `PRESETS` for the named ones; `Recipe.from_preset` changes single settings of one.
 
     Attributes:
-        steps: Adam steps (at most; `patience` can stop earlier).
+        steps: Adam steps (at most; `patience` can stop earlier). 0: no optimization: the (first) starting
+            point is the result, kept even when it sounds less like the prompt than the input (no bypass):
+            the `random` preset. `from_preset` refuses a change to 0 steps.
         lr: Adam learning rate, in the unconstrained parameter space.
         loss: "cosine", "directional", or "best" (both losses optimized side by side, the better kept).
         init: "random" (sigmoid of N(0, 1) logits, as in the paper) or "neutral" (the first restart starts
@@ -56,7 +58,8 @@ class Recipe:
         def store(name: str, value: Any) -> None:
             object.__setattr__(self, name, value)
 
-        for name in ("steps", "restarts", "excerpts", "check_every"):
+        store("steps", integer(self.steps, "steps", minimum=0))
+        for name in ("restarts", "excerpts", "check_every"):
             store(name, integer(getattr(self, name), name, minimum=1))
         if self.patience is not None:
             store("patience", integer(self.patience, "patience", minimum=1))
@@ -89,7 +92,12 @@ class Recipe:
         unknown = [name for name in changes if name not in fields]
         if unknown:
             raise InputError(f"unknown recipe field {unknown[0]!r}; fields are {', '.join(fields)}")
-        return dataclasses.replace(PRESETS[preset], **changes)
+        recipe = dataclasses.replace(PRESETS[preset], **changes)
+        if "steps" in changes and recipe.steps == 0:
+            # 0 steps is the `random` preset's contract (its starting point kept as it is, never bypassed), not a
+            # setting to reach by accident
+            raise InputError("steps must be at least 1, got 0 (random settings without optimization: preset 'random')")
+        return recipe
 
 
 def resolve_preset(preset: str, device: Any) -> str:
@@ -110,4 +118,8 @@ PRESETS: dict[str, Recipe] = {
     "default": Recipe(steps=300, lr=0.02, loss="cosine", init="random", restarts=4, excerpts=3, patience=100),
     # For CPUs: one run, few steps, early stop.
     "fast": Recipe(steps=100, lr=0.04, loss="cosine", init="random", restarts=1, excerpts=1, patience=30),
+    # The paper's control: random settings (sigmoid of N(0, 1) logits per parameter, from the seed), no
+    # optimization, no bypass. A baseline for studies (benchmarks/quality.py study), not for use.
+    "random": Recipe(steps=0, lr=0.01, loss="cosine", init="random", restarts=1, excerpts=1, patience=None,
+                     time_shift=False),
 }

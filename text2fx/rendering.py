@@ -111,10 +111,11 @@ def gain_db(gain: float) -> float:
 
 def render_array(
     chain, params: torch.Tensor, audio: np.ndarray, sample_rate: int, device="cpu",
-    chunk_seconds: float = DEFAULT_CHUNK_SECONDS, *, keep_length: bool,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS, *, keep_length: bool, level: bool = True,
 ) -> tuple[np.ndarray, float]:
     """Process `(channels, samples)` audio; returns (output `(channels, samples + tail)` float32, gain in dB),
-    the tail being `tail_frames(...)` (0 with `keep_length`)."""
+    the tail being `tail_frames(...)` (0 with `keep_length`). `level` False: no level policy (`chain` None
+    then gives the input's own samples, as amount 0 does)."""
     tail = tail_frames(chain, params, sample_rate, keep_length)
     out = np.empty((audio.shape[0], audio.shape[1] + tail), dtype=np.float32)
     pos = 0
@@ -125,7 +126,7 @@ def render_array(
         pos += block.shape[1]
 
     peak = process_chunks(chain, params, ArraySource(audio, sample_rate), write, device, chunk_seconds, tail)
-    gain = level_gain(peak)
+    gain = level_gain(peak) if level else 1.0
     if gain != 1.0:
         out *= np.float32(gain)
     return out, gain_db(gain)
@@ -133,11 +134,11 @@ def render_array(
 
 def render_file(
     chain, params: torch.Tensor, info: audio_io.AudioInfo, out_path: Path, fmt: str, subtype: str,
-    device="cpu", chunk_seconds: float = DEFAULT_CHUNK_SECONDS, *, keep_length: bool,
+    device="cpu", chunk_seconds: float = DEFAULT_CHUNK_SECONDS, *, keep_length: bool, level: bool = True,
 ) -> float:
     """Process the file `info` into `out_path` (atomically; a float scratch file holds the output until its
     peak is known), `tail_frames(...)` longer than the input unless `keep_length`. Returns the gain applied
-    in dB."""
+    in dB. `level` False: no level policy (see `render_array`)."""
     tail = tail_frames(chain, params, info.sample_rate, keep_length)
     out_path = Path(out_path)
     scratch = None
@@ -146,7 +147,7 @@ def render_file(
         os.close(fd)
         with audio_io.BlockWriter(Path(scratch), info.sample_rate, info.channels, "RF64", "FLOAT") as w:
             peak = process_chunks(chain, params, FileSource(info), w.write, device, chunk_seconds, tail)
-        gain = np.float32(level_gain(peak))
+        gain = np.float32(level_gain(peak) if level else 1.0)
         block = max(1, int(chunk_seconds * info.sample_rate))
         with audio_io.atomic_path(out_path) as tmp, audio_io.BlockWriter(
             tmp, info.sample_rate, info.channels, fmt, subtype

@@ -58,7 +58,8 @@ def from_outcome(engine, chain, outcome, recipe, preset: str, options, prompt: i
     }
     return Result(
         audio=audio, sample_rate=source.sample_rate, params=chain.to_dict(outcome.params, sample_rate=source.sample_rate), units=units(chain),
-        prompt=options.prompts[prompt], text=options.texts()[prompt], anchor=options.anchors()[prompt],
+        prompt=options.goals[prompt], text=options.texts()[prompt] if options.prompts else None,
+        anchor=options.anchors()[prompt] if options.prompts else None,
         history=outcome.history, similarity_before=outcome.similarity_before,
         similarity_after=outcome.similarity_after, bypassed=outcome.bypassed, output_gain_db=gain_db,
         keep_length=options.keep_length, output_frames=source.frames + int(tail_frames),
@@ -89,6 +90,12 @@ def to_json(result) -> dict:
         "bypassed": result.bypassed,
         "input": result.input,
         "output": output_json(result),
+        # settings at amount 1 and how much of them `chain` is; the turns that led here (text2fx.turns)
+        **({"amount": result.amount} if getattr(result, "amount", None) is not None else {}),
+        **({"turns": result.turns} if getattr(result, "turns", None) is not None else {}),
+        # the reference aimed at, the texts avoided, this candidate's rank (text2fx.targets, text2fx.candidates)
+        **{key: getattr(result, attr) for key, attr in (("like", "like"), ("avoid", "avoid"), ("candidate", "choice"))
+           if getattr(result, attr, None) is not None},
     }
 
 

@@ -26,7 +26,8 @@ class Result:
         sample_rate: Hz, the input's.
         params: the chain and its settings in physical units (`fx.Chain.to_dict` format).
         units: per effect, each parameter's unit.
-        prompt: the words asked for; `text` is what the text encoder saw; `anchor` the directional anchor.
+        prompt: the words asked for; `text` is what the text encoder saw; `anchor` the directional anchor. All
+            three None for a reference (`like`) without a prompt.
         history: loss at each optimization step of the kept candidate.
         similarity_before, similarity_after: cosine similarity of input / output audio to `text`;
             `similarity_after >= similarity_before` always (see `bypassed`).
@@ -49,6 +50,18 @@ class Result:
             the audio every few steps of the optimization (`path`, at `path_steps`). Not in the JSON report.
         source_audio: the input audio, kept when recording for a page (in-memory results).
         seconds: wall time of the run that made this result (all its results together).
+        amount: the amount applied (`text2fx.amount`): `{"value", "found": settings at amount 1, "clamped"}`;
+            `params` are the settings at that amount. None for a result built by hand.
+        turns: the history of turns that led here (`text2fx.turns`), this one last; None for a result built
+            by hand.
+        like: the reference recording aimed at (`like`): path, rate, channels, frames, windows heard
+            (`windows_s`), weight, and the similarity of the input and output to it (`{"before", "after"}`).
+        avoid: the texts avoided: weight, and per text what was asked (`avoid`), what the text encoder read
+            (`text`) and the similarity of the input and output to it.
+        choice: with several candidates (`candidates=K`), this one's rank among them (1: the best), how many
+            were found and asked, the least distance asked, its restart, and its distances to the others.
+        candidates: with `candidates=K`, on the best result: all the distinct results found (itself first),
+            each a `Result` with its own settings, audio and report (see `text2fx.candidates`).
     """
 
     audio: np.ndarray | None
@@ -78,6 +91,12 @@ class Result:
     embeddings: dict | None = field(default=None, repr=False)
     source_audio: np.ndarray | None = field(default=None, repr=False)
     seconds: float | None = None
+    amount: dict | None = None
+    turns: list[dict] | None = None
+    like: dict | None = None
+    avoid: dict | None = None
+    choice: dict | None = None
+    candidates: list["Result"] | None = field(default=None, repr=False, compare=False)  # holds self
 
     def save_html(self, path: str | os.PathLike, overwrite: bool = False, projection: str = "pca",
                   embed_audio: bool | None = None) -> Path:
@@ -97,6 +116,18 @@ class Result:
     def report(self) -> dict:
         """The JSON-ready report (schema `text2fx.result/1`)."""
         return report_.to_json(self)
+
+    def export(self, to: str, path: str | os.PathLike | None = None, **options):
+        """These settings for other tools, as `text2fx export` writes them (see `text2fx.export.export`):
+        ``to`` is ``"eqapo"``, ``"ir"``, ``"pedalboard"`` or ``"sos"``; with `path` the file is written (and
+        its `Path` returned), without it the export is returned (text, impulse response, `pedalboard.Pedalboard`
+        or dict). Options: ``sample_rate`` (default this result's, for sos 44100 and 48000), ``channels``,
+        ``skip``, ``overwrite``."""
+        from text2fx.export import export
+
+        if to != "sos":
+            options.setdefault("sample_rate", self.sample_rate)
+        return export(self.params, to, path, **options)
 
     def save_report(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the report as JSON, atomically; an existing file only with `overwrite`."""

@@ -15,7 +15,7 @@ modules are not named after functions, which would shadow them):
 * :mod:`~fx.functional.eq`: the six-band parametric EQ and biquad responses.
 * :mod:`~fx.functional.reverb`: the noise-shaped reverb, its band noise and ``fractional_delay``.
 * :mod:`~fx.functional.dynamics`: ``compressor``.
-* :mod:`~fx.functional.waveshaping`: ``distortion`` (oversampled, loudness-matched tanh waveshaper).
+* :mod:`~fx.functional.waveshaping`: ``distortion`` (oversampled, loudness-matched tanh waveshaper), ``oversampling``.
 """
 
 from .dynamics import DETECTOR_MS, compressor, compressor_gain_db
@@ -41,7 +41,14 @@ from .reverb import (
     reverb_response,
     reverb_response_length,
 )
-from .waveshaping import LEVEL_WINDOW_SECONDS, OVERSAMPLING, OVERSAMPLING_HALF_TAPS, distortion, tanh_rms_gain
+from .waveshaping import (
+    LEVEL_WINDOW_SECONDS,
+    OVERSAMPLING_FOLD_HZ,
+    OVERSAMPLING_HALF_TAPS,
+    distortion,
+    oversampling,
+    tanh_rms_gain,
+)
 
 __all__ = [
     "CrossfeedResponse",
@@ -52,7 +59,7 @@ __all__ = [
     "EQ_RESPONSE_SECONDS",
     "EQ_SECTIONS",
     "LEVEL_WINDOW_SECONDS",
-    "OVERSAMPLING",
+    "OVERSAMPLING_FOLD_HZ",
     "OVERSAMPLING_HALF_TAPS",
     "OCTAVE_CENTERS_HZ",
     "compressor",
@@ -66,6 +73,7 @@ __all__ = [
     "next_fast_len",
     "noise_reverb",
     "octave_band_masks",
+    "oversampling",
     "parametric_eq",
     "reverb_band_noise",
     "reverb_impulse_response",

@@ -1,20 +1,20 @@
 """The frozen LAION-CLAP embedder: audio and text into CLAP's joint 512-d space.
 
-Runs laion-clap's own model code (`clap_module`: HTSAT audio branch, RoBERTa text branch, projection heads)
-on weights from a released checkpoint. Two things are done differently from `laion_clap.CLAP_Module`, both
-to stay off the network and fast: the package is imported without its import-time tokenizer downloads, and
-the RoBERTa text branch is built from its fixed configuration instead of `from_pretrained('roberta-base')`.
-The audio path (resampling, mono downmix, 10 s window, optional int16 quantization) is batched tensor code,
-so gradients reach the input waveform.
+Runs laion-clap's model (HTSAT audio branch, RoBERTa text branch, projection heads) on weights from a
+released checkpoint, in this package's own inference copy of its code (`text2fx.clap.model`), which imports
+nothing but torch and is built around the checkpoint's memory-mapped tensors without random initialisation;
+text is tokenized with the `tokenizers` library alone (`text2fx.clap.tokenizer`). laion-clap's own code
+(`clap_module`, `create_clap_model`) is what random test checkpoints are made with and what the tests compare
+against. The audio path (resampling, mono downmix, 10 s window, optional int16 quantization) is batched tensor
+code, so gradients reach the input waveform.
 
-Importing this module only imports torch; transformers and laion-clap are imported when an embedder is built.
+Importing this module only imports torch; neither transformers nor laion-clap is imported to embed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import itertools
 import json
 import warnings
 from pathlib import Path
@@ -29,14 +29,16 @@ from text2fx.devices import resolve as resolve_device
 from text2fx.errors import InputError
 from text2fx.clap.frontend import install_fast_frontend
 from text2fx.clap.files import (
+    TOKENIZER_FILES,
     ModelFiles,
     detect_audio_arch,
     load_clap_state_dict,
-    load_tokenizer,
     resolve_model_files,
     resolve_tokenizer,
 )
 from text2fx.clap.resample import Resampler
+from text2fx.clap.text_cache import TextEmbeddingCache, cache_enabled, default_cache_dir, model_key
+from text2fx.clap.tokenizer import ClapTokenizer
 
 # laion-clap tokenizes with padding="max_length", truncation=True, max_length=77 (CLAP_Module.tokenizer).
 TEXT_MAX_TOKENS = 77
@@ -88,7 +90,9 @@ def roberta_base_config():
 
 def create_clap_model(audio_arch: str, *, init_text_branch: bool = True) -> torch.nn.Module:
     """Build an untrained non-fusion `clap_module.CLAP` (HTSAT `audio_arch` + RoBERTa) on the CPU as
-    laion-clap's `create_model` does, randomly initialised as laion-clap does.
+    laion-clap's `create_model` does, randomly initialised as laion-clap does, with laion-clap's own code
+    (slow to import and build: `text2fx.testing` makes random checkpoints with it; embedders run
+    `text2fx.clap.model` instead).
 
     With `init_text_branch=False` the RoBERTa text branch (125 M parameters, most of the model) is built
     directly on the meta device (nothing allocated or initialised) and the whole model is returned on the
@@ -128,33 +132,22 @@ def create_clap_model(audio_arch: str, *, init_text_branch: bool = True) -> torc
     return model.to("cpu" if init_text_branch else "meta")
 
 
-def _rebuild_unsaved_buffers(model: torch.nn.Module) -> None:
-    # Non-persistent buffers are not in any checkpoint, so after a meta-device build + assign-load they are
-    # still meta tensors. CLAP's causal mask (unused with RoBERTa) and RoBERTa's position and token-type ids
-    # are the only ones; they are rebuilt as CLAP.__init__ and RobertaEmbeddings.__init__ build them.
-    embeddings = model.text_branch.embeddings
-    positions = torch.arange(embeddings.position_ids.shape[-1]).expand((1, -1))
-    embeddings.position_ids = positions
-    embeddings.token_type_ids = torch.zeros(positions.shape, dtype=torch.long)
-    model.attn_mask = model.build_attention_mask()
-    leftover = [n for n, t in itertools.chain(model.named_parameters(), model.named_buffers()) if t.is_meta]
-    if leftover:
-        raise RuntimeError(f"CLAP tensors not restored from the checkpoint: {leftover[:5]}")
-
-
 def load_clap_model(
     state: dict[str, torch.Tensor], audio_arch: str, device: torch.device, *, source: str = "checkpoint"
 ) -> torch.nn.Module:
-    """Build the `audio_arch` CLAP model from a state dict (see `load_clap_state_dict`), frozen, on `device`."""
-    model = create_clap_model(audio_arch, init_text_branch=False)
+    """Build the `audio_arch` CLAP model from a state dict (see `load_clap_state_dict`), frozen, on `device`.
+
+    The model (`text2fx.clap.model.ClapModel`) is laion-clap's in parameters and computation, built on the
+    meta device around the state dict's own tensors: nothing is randomly initialised or copied first.
+    """
+    from text2fx.clap.model import build_clap_model
+
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
-        # assign=True adopts the checkpoint tensors instead of copying into freshly initialised ones.
-        model.load_state_dict(state, strict=True, assign=True)
+        model = build_clap_model(state, audio_arch)
     except RuntimeError as exc:
         summary = " ".join(str(exc).split())[:400]
         raise InputError(f"{source} does not fit a {audio_arch} CLAP model: {summary}") from None
-    _rebuild_unsaved_buffers(model)
     model.to(device)
     model.eval()
     model.requires_grad_(False)
@@ -199,7 +192,7 @@ def _text_list(texts: Sequence[str], what: str) -> list[str]:
 
 def _check_token_counts(tokenizer, texts: Sequence[str]) -> None:
     """Raise `InputError` naming the first of `texts` that `tokenizer` (CLAP's RoBERTa tokenizer, see
-    `text2fx.clap.files.load_tokenizer`) makes longer than `TEXT_MAX_TOKENS`.
+    `text2fx.clap.tokenizer.ClapTokenizer`) makes longer than `TEXT_MAX_TOKENS`.
 
     Counted with the call laion-clap's `CLAP_Module.tokenizer` makes (start and end tokens added), without
     its truncation and padding.
@@ -227,7 +220,7 @@ def check_text_length(texts: Sequence[str], tokenizer: str | Path | None = None)
     `$TEXT2FX_CLAP_TOKENIZER`, else the cached `roberta-base` tokenizer (`ModelUnavailableError` if none is).
     """
     texts = _text_list(texts, "check_text_length")
-    _check_token_counts(load_tokenizer(resolve_tokenizer(tokenizer)), texts)
+    _check_token_counts(ClapTokenizer(resolve_tokenizer(tokenizer)), texts)
 
 
 class ClapEmbedder:
@@ -239,8 +232,8 @@ class ClapEmbedder:
         tokenizer: folder holding RoBERTa's `vocab.json` and `merges.txt`; default `$TEXT2FX_CLAP_TOKENIZER`,
             then the cached `roberta-base` tokenizer (downloaded once).
         device: `"cpu"`, `"cuda"`, `"mps"`, ...; default: the best available one.
-        reference_frontend: run HTSAT's spectrogram and time stretch with laion-clap's own code, bit for bit,
-            instead of the equivalent FFT and matrix forms (`text2fx.clap.frontend`), which are faster and
+        reference_frontend: run HTSAT's spectrogram and time stretch as laion-clap computes them (torchlibrosa's
+            convolution STFT, bicubic `F.interpolate`), bit for bit, instead of the equivalent FFT and matrix forms (`text2fx.clap.frontend`), which are faster and
             more accurate in float32.
         precision: "float32" (default), or "bfloat16": the audio branch after its log-mel front end runs
             under bfloat16 autocast (matrix products and convolutions in bfloat16; on CUDA normalizations and
@@ -250,6 +243,12 @@ class ClapEmbedder:
             run's loss to within 1e-3 and a tenth of what it gained (`tests/test_clap.py`, random weights):
             a few times what a 1e-4 change of its starting point does. Text embeddings are always float32.
             With "float32", an autocast region around `embed_audio` has no effect on it.
+        text_cache: where text embeddings are kept between runs (`text2fx.clap.text_cache`): None (default)
+            uses `$TEXT2FX_CACHE_DIR`, else `$XDG_CACHE_HOME/text2fx` or `~/.cache/text2fx`, unless
+            `$TEXT2FX_TEXT_CACHE=0`; True the same folder whatever that variable says; a folder uses that
+            folder; False keeps them in memory only. Entries are
+            keyed by the checkpoint's and tokenizer's content and the device type, so a cached embedding is
+            the one this embedder would compute, bit for bit.
 
     Attributes:
         name: checkpoint file name. sample_rate: 48000 (Hz). window_samples: 480000 (10 s at 48 kHz).
@@ -271,6 +270,7 @@ class ClapEmbedder:
         *,
         reference_frontend: bool = False,
         precision: str = "float32",
+        text_cache: bool | str | Path | None = None,
     ) -> None:
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -291,9 +291,11 @@ class ClapEmbedder:
         self.window_samples: int = self.model.audio_cfg.clip_samples
         self.embedding_dim = EMBEDDING_DIM
 
-        self._tokenizer = load_tokenizer(self.files.tokenizer_dir)
+        self._tokenizer = ClapTokenizer(self.files.tokenizer_dir)
         self._resampler = Resampler(self.sample_rate)
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._disk_cache_setting = text_cache
+        self._disk_cache: TextEmbeddingCache | None | bool = False  # False: not looked up yet
         # embed_audio launches the same kernels for the same shapes and never waits for the device
         # (given no `offsets`), so the optimizer may record it in a CUDA graph.
         self.graph_safe = True
@@ -403,23 +405,50 @@ class ClapEmbedder:
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
         """Embed strings -> `(len(texts), 512)`, L2-normalized, no gradient.
 
-        Each distinct string is encoded once per embedder and cached. Tokenization matches
-        `CLAP_Module.get_text_embedding` (padded to 77 tokens), whatever the batch size. A text longer than
+        Each distinct string is encoded once per embedder and cached, in memory and on disk (see `text_cache`).
+        Tokenization matches `CLAP_Module.get_text_embedding` (padded to 77 tokens). Each text is encoded on
+        its own, so its embedding is the same to the bit whatever texts it is asked with. A text longer than
         77 tokens, which laion-clap would truncate, is refused (`InputError`; see `check_texts`).
         """
         texts = _text_list(texts, "embed_text")
         missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+        disk = self._text_disk_cache() if missing else None
+        if disk is not None:
+            # stored only after passing check_texts with this very tokenizer (part of the key)
+            found = disk.get(missing)
+            self._text_cache.update((t, e.to(self.device)) for t, e in found.items())
+            missing = [t for t in missing if t not in found]
         if missing:
             self.check_texts(missing)
             tokens = self._tokenizer(
                 missing, padding="max_length", truncation=True, max_length=TEXT_MAX_TOKENS, return_tensors="pt"
             )
-            pooled = self.model.text_branch(
-                input_ids=tokens["input_ids"].to(self.device),
-                attention_mask=tokens["attention_mask"].to(self.device),
-            )["pooler_output"]
-            embeddings = F.normalize(self.model.text_projection(pooled), dim=-1)
+            ids, mask = tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+            # One text at a time: in a batch, a text's embedding changes in its last bits with the texts
+            # beside it (the matrix kernels block by batch size). Alone, it is the same in every run, so
+            # what the disk cache returns is exactly what recomputing would give.
+            embeddings = []
+            for i in range(len(missing)):
+                pooled = self.model.text_branch(input_ids=ids[i : i + 1], attention_mask=mask[i : i + 1])
+                embeddings.append(F.normalize(self.model.text_projection(pooled["pooler_output"]), dim=-1)[0])
             self._text_cache.update(zip(missing, embeddings))
+            if disk is not None:
+                disk.put(dict(zip(missing, embeddings)))
         if not texts:
             return torch.empty(0, self.embedding_dim, device=self.device)
         return torch.stack([self._text_cache[t] for t in texts])
+
+    def _text_disk_cache(self) -> TextEmbeddingCache | None:
+        """The on-disk text embedding cache of this model, or None when it is off or cannot be used."""
+        if self._disk_cache is False:
+            setting, cache = self._disk_cache_setting, None
+            if setting is not False and (setting is not None or cache_enabled()):
+                folder = default_cache_dir() if setting in (None, True) else Path(setting)
+                try:
+                    files = [self.files.tokenizer_dir / name for name in TOKENIZER_FILES]
+                    key = model_key(self.files.checkpoint, files, self.device.type, folder)
+                    cache = TextEmbeddingCache(folder, key, self.embedding_dim)
+                except OSError:
+                    cache = None  # an unreadable file: embed without the cache
+            self._disk_cache = cache
+        return self._disk_cache

@@ -178,7 +178,10 @@ def _hub_file(repo_id: str, filename: str, *, what: str, how: str, cache_dir: st
 
 def load_tokenizer(folder: str | Path):
     """RoBERTa's tokenizer (a `transformers.RobertaTokenizer`) from the `vocab.json` and `merges.txt` in `folder`
-    (see `resolve_tokenizer`): the tokenizer laion-clap's `CLAP_Module` uses, without a Hugging Face look-up."""
+    (see `resolve_tokenizer`): the tokenizer laion-clap's `CLAP_Module` uses, without a Hugging Face look-up.
+
+    For laion-clap's reference model (`text2fx.testing.laion_reference_module`); embedders use
+    `text2fx.clap.tokenizer.ClapTokenizer`, the same tokenizer without importing transformers."""
     from transformers import RobertaTokenizer
 
     folder = Path(folder)

@@ -52,6 +52,8 @@ def optimize(
     target_keys: Sequence[int] | None = None,
     cuda_graph: bool | None = None,
     record_every: int | None = None,
+    targets=None,
+    start: torch.Tensor | None = None,
 ) -> list[Outcome]:
     """Optimize `chain`'s parameters for each target (an input excerpt set paired with a text).
 
@@ -63,7 +65,8 @@ def optimize(
     exactly 1.0, the loss of no change), or when its `similarity_after` is below `similarity_before`. The
     outcome is then `bypassed=True`, `params` are the neutral settings, `similarity_after ==
     similarity_before` and `loss_value` is the bypass's loss. So `similarity_after >= similarity_before`
-    always holds.
+    always holds, except with `recipe.steps == 0` (the `random` preset): no step is taken and the starting
+    point is the result as it is, never replaced by the bypass (the paper's random-settings control).
 
     Args:
         chain: an `fx.Chain` (anything with `num_params`, `neutral_unit()` and
@@ -89,6 +92,15 @@ def optimize(
         record_every: keep the embedding of each candidate's processed audio (mean over its excerpts) every
             this many steps, from the forward pass each step makes anyway, into a buffer allocated once
             (`Outcome.path`). None (default): nothing recorded. The losses and results are the same either way.
+        targets: a `text2fx.targets.Targets` for the `N` targets, in place of `text_emb` / `anchor_emb` (which
+            may then be None): a prompt and/or a reference recording, and texts to avoid. The similarities of
+            the outcome are then to that target (see `Objective.similarity`), and the losses carry the avoid
+            penalty, the bypass's too.
+
+        start: `(P,)` unit settings to start from and to hear as "before" (refining a previous turn, see
+            `text2fx.turns`): the input processed with them is the directional loss's reference and the
+            bypass (then `params == start`); the first restart (of each loss kind) starts there, the others at
+            perturbations around them. None (default): the chain's neutral settings, the unprocessed input.
 
     Returns:
         One `Outcome` per target.
@@ -97,15 +109,17 @@ def optimize(
     n_inputs, n_exc, _, length = excerpts.shape
     layout = Layout.build(input_index, recipe.loss, recipe.restarts, n_exc, device)
     clips = excerpts.flatten(0, 1)
-    with torch.no_grad():
-        input_emb = embedder.embed_audio(clips, sample_rate).view(n_inputs, n_exc, -1)
-    objective = Objective(layout, input_emb, text_emb, anchor_emb)
-
-    keys = range(layout.n_targets) if target_keys is None else target_keys
-    z0, shifts = draw_batch(chain.neutral_unit(), keys, layout.k, n_exc, length, recipe, seed, device)
-    batch_clips = clips[layout.rows]
     # An embedder that only hears the channel mean lets the chain skip forming every channel's output.
     mono = {"mono": True} if getattr(embedder, "mixes_to_mono", False) else {}
+    neutral = chain.neutral_unit() if start is None else start.to(device, torch.float32)
+    with torch.no_grad():
+        before = clips if start is None else chain.process(clips, sample_rate, neutral[None].expand(len(clips), -1), **mono)
+        input_emb = embedder.embed_audio(before, sample_rate).view(n_inputs, n_exc, -1)
+    objective = Objective(layout, input_emb, text_emb, anchor_emb, targets)
+
+    keys = range(layout.n_targets) if target_keys is None else target_keys
+    z0, shifts = draw_batch(chain.neutral_unit(), keys, layout.k, n_exc, length, recipe, seed, device, start)
+    batch_clips = clips[layout.rows]
 
     def loss_of(u: torch.Tensor, step_t: torch.Tensor) -> torch.Tensor:
         batch = shifted(batch_clips, shifts.index_select(0, step_t)[0]) if shifts is not None else batch_clips
@@ -137,7 +151,9 @@ def optimize(
 
     with torch.no_grad():
         processed = chain.process(batch_clips, sample_rate, state.best_u.repeat_interleave(n_exc, 0), **mono)
-        final = objective.losses(embedder.embed_audio(processed, sample_rate))
+        final_emb = embedder.embed_audio(processed, sample_rate)
+        final = objective.losses(final_emb)
         unchanged = objective.unchanged()
-    return choose(layout, final, unchanged, state.best_u, chain.neutral_unit(), state.history, state.best_step,
-                  steps_run, state.path, record_every)
+        similarity = (objective.similarity(final_emb), objective.similarity_unchanged())
+    return choose(layout, final, unchanged, state.best_u, neutral, state.history, state.best_step,
+                  steps_run, state.path, record_every, similarity, bypass=recipe.steps > 0)

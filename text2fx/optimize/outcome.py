@@ -30,12 +30,15 @@ class Outcome:
             exactly when bypassed).
         candidate: which of the target's candidates was chosen, and compared with the bypass (restarts
             first; for loss "best" the cosine restarts, then the directional ones).
-        candidates: per candidate, its loss kind and final cosine/directional losses (for reports).
+        candidates: per candidate, its loss kind, final cosine/directional losses, its own objective's
+            value (`own_loss`), `similarity_after`, `best_step`, and whether it alone would beat the bypass
+            (`beats_bypass`): what `text2fx.candidates` chooses several distinct results from.
         bypassed: True when the chosen candidate did not beat the unprocessed input and `params` are the
             neutral settings.
         candidate_params: `(P,)` the chosen candidate's best parameters (at `best_step`), on the CPU: the
             same as `params` unless bypassed. With `history` and `best_step`, the record of the optimization.
         histories: every candidate's loss at every step run (`history` is `histories[candidate]`).
+        candidates_params: `(K, P)` every candidate's best parameters (unit space), on the CPU.
         path: when recorded (`optimize(record_every=N)`), `(R, D)` embeddings of the chosen candidate's
             processed audio (mean over excerpts) at steps `path_steps` (0, N, 2N, ... < steps_run), on the CPU.
     """
@@ -53,6 +56,7 @@ class Outcome:
     bypassed: bool = False
     candidate_params: torch.Tensor | None = None
     histories: list[list[float]] | None = None
+    candidates_params: torch.Tensor | None = None
     path: torch.Tensor | None = None
     path_steps: list[int] | None = None
 
@@ -68,6 +72,8 @@ def choose(
     steps_run: int,
     path: torch.Tensor | None = None,
     record_every: int | None = None,
+    similarity: tuple[torch.Tensor, torch.Tensor] | None = None,
+    bypass: bool = True,
 ) -> list[Outcome]:
     """One `Outcome` per target.
 
@@ -81,6 +87,10 @@ def choose(
         best_step: `(C,)` the step of each candidate's best parameters.
         steps_run: steps taken.
         path, record_every: `(R, C, D)` embeddings recorded every `record_every` steps, or None.
+        similarity: `(C,)` similarity to the target of every candidate and of the unprocessed input, when it is
+            not `1 - cosine loss` (a loss with an avoid penalty, see `layout.Objective.similarity`).
+        bypass: compare the chosen candidate with the unprocessed input (below). False (a recipe of 0 steps,
+            the `random` preset: the paper's random-settings control) keeps the candidate whatever it scores.
 
     Within a target a single-loss run chooses the candidate with the lowest loss; "best" compares candidates
     of both losses on the sum of the two, since neither loss's values are on the other's scale. The chosen
@@ -95,14 +105,17 @@ def choose(
     bypass_own = torch.where(directional, unchanged_dir, unchanged_cos)
     score = (final_cos + final_dir) if layout.mixed else own
     chosen = score.view(layout.n_targets, k).argmin(1) + torch.arange(layout.n_targets, device=score.device) * k
-    sim_before = 1.0 - unchanged_cos
-    sim_after = 1.0 - final_cos
+    sim_before = 1.0 - unchanged_cos if similarity is None else similarity[1]
+    sim_after = 1.0 - final_cos if similarity is None else similarity[0]
     # Written so that a NaN loss counts as not beating the input.
     wins = (own < bypass_own) & (sim_after >= sim_before)
+    if not bypass:
+        wins = torch.ones_like(wins)
 
     history_cpu = history[:steps_run].cpu()
     final_cos, final_dir, own, bypass_own = final_cos.cpu(), final_dir.cpu(), own.cpu(), bypass_own.cpu()
     sim_before, sim_after, wins, best_step = sim_before.cpu(), sim_after.cpu(), wins.cpu(), best_step.cpu()
+    best_u_cpu = best_u.detach().cpu()
     neutral = neutral_unit.detach().to("cpu", torch.float32)
     path_steps, path_cpu = None, None
     if path is not None:
@@ -129,12 +142,17 @@ def choose(
                         "loss": layout.kinds[j],
                         "cosine_loss": float(final_cos[t * k + j]),
                         "directional_loss": float(final_dir[t * k + j]),
+                        "own_loss": float(own[t * k + j]),
+                        "similarity_after": float(sim_after[t * k + j]),
+                        "best_step": int(best_step[t * k + j]),
+                        "beats_bypass": bool(wins[t * k + j]),
                     }
                     for j in range(k)
                 ],
                 bypassed=bypassed,
                 candidate_params=optimized,
                 histories=[history_cpu[:, t * k + j].tolist() for j in range(k)],
+                candidates_params=best_u_cpu[t * k : (t + 1) * k].clone(),
                 path=None if path_cpu is None else path_cpu[:, c].clone(),
                 path_steps=path_steps,
             )
