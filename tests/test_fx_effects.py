@@ -112,6 +112,22 @@ def test_eq_matches_rbj_cascade(sr, setting):
     assert np.max(np.abs(mag.numpy() - 20 * np.log10(np.abs(ref2)))) < 0.01
 
 
+@pytest.mark.parametrize("kind", ["low_shelf", "peaking", "high_shelf"])
+def test_biquad_design_is_dasps_bit_for_bit(kind):
+    """fx restates dasp-pytorch's RBJ design so that the EQ does not import scipy.signal at start-up; the
+    coefficients (and so the paper's EQ) must stay exactly dasp's."""
+    import dasp_pytorch.signal
+
+    g = torch.Generator().manual_seed(0)
+    gain_db = torch.rand(64, generator=g, dtype=torch.float64) * 40 - 20
+    freq = 20 * 1000 ** torch.rand(64, generator=g, dtype=torch.float64)
+    q = 0.1 + 9.9 * torch.rand(64, generator=g, dtype=torch.float64)
+    ours = F.rbj_biquad(gain_db, freq, q, 44100, kind)
+    theirs = dasp_pytorch.signal.biquad(gain_db, freq, q, 44100, kind)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)
+
+
 def test_eq_frequency_response_accepts_unit_vectors():
     eq = fx.ParametricEQ()
     p = _eq_params(EQ_SETTINGS[0])

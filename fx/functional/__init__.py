@@ -26,6 +26,7 @@ from .eq import (
     eq_response,
     eq_sos,
     parametric_eq,
+    rbj_biquad,
     sos_frequency_response,
 )
 from .fft import CrossfeedResponse, fft_convolve, next_fast_len, rfft
@@ -72,6 +73,7 @@ __all__ = [
     "gain",
     "next_fast_len",
     "noise_reverb",
+    "rbj_biquad",
     "octave_band_masks",
     "oversampling",
     "parametric_eq",

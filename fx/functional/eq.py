@@ -4,7 +4,9 @@ Audio is ``(batch, channels, samples)``; every parameter is a ``(batch,)`` tenso
 physical units (gain in dB, cutoff frequency in Hz, Q dimensionless).  The biquads are
 designed in float64 on the parameters' device; the filtering runs on the audio's device
 and in its dtype (float32/float64).  Everything is differentiable in the audio and in
-every parameter (through ``dasp_pytorch``'s biquad design).
+every parameter (through the RBJ cookbook biquad design of ``dasp_pytorch.signal.biquad``, restated in
+:func:`rbj_biquad` because importing that module imports ``scipy.signal``, about a second of every command's
+start-up on a small CPU).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = [
     "parametric_eq",
     "eq_response",
     "eq_sos",
+    "rbj_biquad",
     "sos_frequency_response",
 ]
 
@@ -110,7 +113,7 @@ def eq_response(n_fft: int, sample_rate: float, dtype: torch.dtype = torch.float
 
 
 def eq_sos(sample_rate: float, **params: Tensor) -> Tensor:
-    """Second-order sections of the six-band EQ (RBJ cookbook designs via ``dasp_pytorch``).
+    """Second-order sections of the six-band EQ (RBJ cookbook designs, :func:`rbj_biquad`).
 
     In the parameters' dtype (pass float64) and on their device; differentiable in every parameter.
 
@@ -121,11 +124,9 @@ def eq_sos(sample_rate: float, **params: Tensor) -> Tensor:
     Returns:
         ``(batch, 6, 6)``: rows ``[b0, b1, b2, a0=1, a1, a2]`` in section order.
     """
-    import dasp_pytorch.signal as dasp_signal
-
     rows = []
     for s, kind in zip(EQ_SECTIONS, _EQ_FILTER_TYPES):
-        b, a = dasp_signal.biquad(
+        b, a = rbj_biquad(
             params[f"{s}_gain_db"],
             _clamp_freq(params[f"{s}_cutoff_freq"], sample_rate),
             params[f"{s}_q_factor"],
@@ -134,6 +135,54 @@ def eq_sos(sample_rate: float, **params: Tensor) -> Tensor:
         )
         rows.append(torch.cat((b, a), dim=-1))
     return torch.stack(rows, dim=1)
+
+
+def rbj_biquad(gain_db: Tensor, cutoff_freq: Tensor, q_factor: Tensor, sample_rate: float,
+               filter_type: str = "peaking") -> tuple[Tensor, Tensor]:
+    """One RBJ cookbook biquad per batch item, normalised to ``a0 = 1``: ``dasp_pytorch.signal.biquad``'s design,
+    term for term (the same expressions in the same order, so the same rounding).
+
+    Args:
+        gain_db, cutoff_freq, q_factor: ``(batch,)`` dB, Hz, Q; their dtype and device are the result's.
+        sample_rate: Hz.
+        filter_type: ``"low_shelf"``, ``"peaking"`` or ``"high_shelf"``.
+
+    Returns:
+        ``b, a``: ``(batch, 3)`` each. Differentiable in every parameter.
+    """
+    bs = gain_db.size(0)
+    gain_db, cutoff_freq, q_factor = gain_db.view(bs, -1), cutoff_freq.view(bs, -1), q_factor.view(bs, -1)
+    A = 10 ** (gain_db / 40.0)
+    w0 = 2 * math.pi * (cutoff_freq / sample_rate)
+    alpha = torch.sin(w0) / (2 * q_factor)
+    cos_w0 = torch.cos(w0)
+    sqrt_A = torch.sqrt(A)
+    if filter_type == "high_shelf":
+        b0 = A * ((A + 1) + (A - 1) * cos_w0 + 2 * sqrt_A * alpha)
+        b1 = -2 * A * ((A - 1) + (A + 1) * cos_w0)
+        b2 = A * ((A + 1) + (A - 1) * cos_w0 - 2 * sqrt_A * alpha)
+        a0 = (A + 1) - (A - 1) * cos_w0 + 2 * sqrt_A * alpha
+        a1 = 2 * ((A - 1) - (A + 1) * cos_w0)
+        a2 = (A + 1) - (A - 1) * cos_w0 - 2 * sqrt_A * alpha
+    elif filter_type == "low_shelf":
+        b0 = A * ((A + 1) - (A - 1) * cos_w0 + 2 * sqrt_A * alpha)
+        b1 = 2 * A * ((A - 1) - (A + 1) * cos_w0)
+        b2 = A * ((A + 1) - (A - 1) * cos_w0 - 2 * sqrt_A * alpha)
+        a0 = (A + 1) + (A - 1) * cos_w0 + 2 * sqrt_A * alpha
+        a1 = -2 * ((A - 1) + (A + 1) * cos_w0)
+        a2 = (A + 1) + (A - 1) * cos_w0 - 2 * sqrt_A * alpha
+    elif filter_type == "peaking":
+        b0 = 1 + alpha * A
+        b1 = -2 * cos_w0
+        b2 = 1 - alpha * A
+        a0 = 1 + (alpha / A)
+        a1 = -2 * cos_w0
+        a2 = 1 - (alpha / A)
+    else:
+        raise ValueError(f"unknown filter_type {filter_type!r}")
+    b = torch.stack([b0, b1, b2], dim=1).view(bs, -1)
+    a = torch.stack([a0, a1, a2], dim=1).view(bs, -1)
+    return b.type_as(gain_db) / a0, a.type_as(gain_db) / a0
 
 
 def _poly_terms(c0: Tensor, c1: Tensor, c2: Tensor) -> tuple[Tensor, ...]:

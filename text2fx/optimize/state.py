@@ -4,6 +4,10 @@ The parameters `z`, Adam's moments, the step counter, the loss history, the best
 every candidate and the early-stop tracking all live in tensors allocated once. The step number is a device
 tensor too, so a step is the same sequence of kernels every time, with no read back to the host: a CUDA
 graph can record it once and replay it (see `graph`).
+
+Adam is written out here (Kingma & Ba, 2015, as `torch.optim.Adam` computes it with `capturable=True`) rather
+than taken from `torch.optim`: constructing a `torch.optim` optimizer imports `torch._dynamo` and sympy (about
+2 s on a 2-core CPU, a quarter of a 1-step command), for one tensor and three lines of arithmetic.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ class LoopState:
         self.z0 = z0
         self.min_delta = min_delta
         self.z = z0.clone().requires_grad_(True)
-        self.optimizer = torch.optim.Adam([self.z], lr=lr, capturable=device.type == "cuda")
+        self.lr = lr
+        self.exp_avg = torch.zeros_like(z0)  # Adam's first moment
+        self.exp_avg_sq = torch.zeros_like(z0)  # and its second
         self.step_t = torch.zeros(1, dtype=torch.long, device=device)
         self.history = torch.empty(steps, n_cand, device=device)  # loss of every candidate at every step
         self.last_loss = torch.empty(n_cand, device=device)
@@ -57,10 +63,9 @@ class LoopState:
     def reset(self) -> None:
         """Back to the start: `z = z0`, Adam's moments and step at zero, nothing recorded."""
         self.z.copy_(self.z0)
-        for state in self.optimizer.state.values():
-            for value in state.values():
-                if isinstance(value, torch.Tensor):
-                    value.zero_()
+        self.z.grad = None
+        self.exp_avg.zero_()
+        self.exp_avg_sq.zero_()
         self.step_t.zero_()
         self.best_loss.fill_(float("inf"))
         self.best_u.copy_(torch.sigmoid(self.z0))
@@ -70,15 +75,27 @@ class LoopState:
 
     def step(self, loss_of: LossFn) -> None:
         """One Adam step on every candidate. Device work only: nothing here waits for the device."""
-        self.optimizer.zero_grad(set_to_none=True)
+        self.z.grad = None
         u = torch.sigmoid(self.z)
         loss, emb = loss_of(u, self.step_t)
         self._record(loss, u)
         if self.path is not None:
             self._record_path(emb)
         loss.sum().backward()
-        self.optimizer.step()
+        self._adam()
         self.step_t.add_(1)
+
+    @torch.no_grad()
+    def _adam(self, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        # torch.optim.Adam's defaults and its capturable arithmetic: the bias corrections come from the step
+        # tensor, so nothing is read back to the host and a CUDA graph replays the update as recorded.
+        grad = self.z.grad
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        t = (self.step_t + 1).to(self.z.dtype)
+        step_size = self.lr / (1 - beta1**t)
+        denom = (self.exp_avg_sq.sqrt() / (1 - beta2**t).sqrt()).add_(eps)
+        self.z.sub_(step_size * self.exp_avg / denom)
 
     @torch.no_grad()
     def _record(self, loss: torch.Tensor, u: torch.Tensor) -> None:
