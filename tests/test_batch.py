@@ -157,14 +157,16 @@ def test_a_local_worker_killed_mid_run_fails_only_its_rows(tmp_path, bad_inputs)
             killed.append(running[0])
             pool.kill(running[0])
 
-    first = batch(man, tmp_path / "out", workers=2, max_batch=1, after_task=kill_one)
+    # Rows long enough (30 steps) that the first worker cannot finish all but one of them while the second
+    # is still starting: otherwise no row is ever running on a ready worker when one finishes.
+    first = batch(man, tmp_path / "out", workers=2, max_batch=1, after_task=kill_one, defaults={"steps": 30})
     assert killed
     statuses = {e.row: e for e in first.entries}
     assert all(e.status in ("done", "failed") and (e.status == "done") == (e.error is None) for e in first.entries)
     died = [e.row for e in first.entries if e.error and "died" in e.error]
     assert len(died) == 1 and "worker" in statuses[died[0]].error
     assert "silent" in statuses[7].error
-    again = batch(man, tmp_path / "out", workers=2, max_batch=1)
+    again = batch(man, tmp_path / "out", workers=2, max_batch=1, defaults={"steps": 30})
     expected = {r: ("skipped" if statuses[r].status == "done" else "done") for r in range(1, 7)}
     assert {e.row: e.status for e in again.entries if e.row <= 6} == expected
     assert again.entries[6].status == "failed"
