@@ -34,6 +34,7 @@ from text2fx.options import (
     EngineOptions,
     JobOptions,
     OutputOptions,
+    add_model_file_arguments,
     check_text_side,
     chain_value,
 )
@@ -102,10 +103,7 @@ def _main_parser() -> argparse.ArgumentParser:
                    "with --like REF.wav)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: the CPUs this process "
                    "may use, at most one per core; $TEXT2FX_THREADS=N or off for torch's own defaults)")
-    p.add_argument("--clap-ckpt", metavar="PATH", help="CLAP checkpoint file (else $TEXT2FX_CLAP_CKPT, else "
-                   "the cached/downloaded 630k-audioset-best.pt)")
-    p.add_argument("--tokenizer", metavar="DIR", help="folder with roberta-base vocab.json and merges.txt (else "
-                   "$TEXT2FX_CLAP_TOKENIZER, else cached/downloaded)")
+    add_model_file_arguments(p)
     p.add_argument("--subtype", help="output sample format, e.g. PCM_16, PCM_24, FLOAT (default: the input's)")
     p.add_argument("--keep-length", action="store_true", help=KEEP_LENGTH_HELP)
     p.add_argument("--html", nargs="?", const=True, metavar="PAGE.html",

@@ -51,6 +51,14 @@ MAX_CANDIDATES = 8
 BUILTIN_EFFECTS = ("compressor", "distortion", "eq", "gain", "reverb")
 
 
+def add_model_file_arguments(parser) -> None:
+    """`--clap-ckpt` and `--tokenizer`, worded alike by every command that loads CLAP (main, batch, serve)."""
+    parser.add_argument("--clap-ckpt", metavar="PATH", help="CLAP checkpoint file (else $TEXT2FX_CLAP_CKPT, else "
+                        "the cached/downloaded 630k-audioset-best.pt)")
+    parser.add_argument("--tokenizer", metavar="DIR", help="folder with roberta-base vocab.json and merges.txt "
+                        "(else $TEXT2FX_CLAP_TOKENIZER, else cached/downloaded)")
+
+
 def _usage(check, *args):
     """`check(*args)`, its `InputError` raised as a `UsageError`."""
     try:

@@ -11,7 +11,7 @@ import time
 
 from text2fx.batch.manifest import JOB_COLUMNS, RECIPE_COLUMNS
 from text2fx.errors import UsageError
-from text2fx.options import PRESET_NAMES, EngineOptions, JobOptions
+from text2fx.options import PRESET_NAMES, EngineOptions, JobOptions, add_model_file_arguments
 
 EXIT_OK, EXIT_FAILED_ROWS = 0, 1
 
@@ -62,8 +62,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--summary", metavar="PATH", help="summary table, .csv or .jsonl (default: OUTDIR/summary.csv)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or mps (default: the best available)")
     p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--clap-ckpt", metavar="PATH")
-    p.add_argument("--tokenizer", metavar="DIR")
+    add_model_file_arguments(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary line")
     return p
 

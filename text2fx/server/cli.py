@@ -28,7 +28,7 @@ from pathlib import Path
 
 from text2fx.client import Client, ServerError, ServerUnavailable, default_server_file, read_server_file
 from text2fx.errors import Text2FXError, UsageError
-from text2fx.options import DEFAULT_CHAIN, PRECISIONS, EngineOptions
+from text2fx.options import DEFAULT_CHAIN, PRECISIONS, EngineOptions, add_model_file_arguments
 
 SERVER_ENV = "TEXT2FX_SERVER"
 TOKEN_ENV = "TEXT2FX_SERVER_TOKEN"
@@ -69,10 +69,7 @@ def parser() -> argparse.ArgumentParser:
                    "may ask for another)")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: the CPUs this process "
                    "may use; fewer leave cores to a DAW playing beside it)")
-    p.add_argument("--clap-ckpt", metavar="PATH", help="CLAP checkpoint file (else $TEXT2FX_CLAP_CKPT, else the "
-                   "cached/downloaded 630k-audioset-best.pt)")
-    p.add_argument("--tokenizer", metavar="DIR", help="folder with vocab.json and merges.txt (else "
-                   "$TEXT2FX_CLAP_TOKENIZER, else cached/downloaded)")
+    add_model_file_arguments(p)
     p.add_argument("--no-warmup", action="store_true", help="skip the 1-step job run at start that pays the "
                    "first job's one-time costs")
     p.add_argument("-q", "--quiet", action="store_true", help="no line per request")
